@@ -1,0 +1,184 @@
+"""Configuration: one frozen dataclass per stage of the pipeline.
+
+Every field is declared with :func:`knob`, which records its valid range and a one-sentence help
+text. The app's widgets, the CLI's flags, validation and cache keys are all derived from these
+dataclasses, so a setting exists in exactly one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+# A cap on the work one request may ask for (iterations x epochs x prompts x group size x seeds):
+# it keeps a single request on a shared host to seconds, not minutes, of CPU.
+MAX_WORK_PER_REQUEST = 100_000_000
+
+
+def knob(default, lo=None, hi=None, help: str = "", choices=None, log: bool = False):
+    """A config field with its valid range [lo, hi] (or choices) and a one-sentence help text."""
+    meta = {"lo": lo, "hi": hi, "help": help, "choices": choices, "log": log}
+    return field(default=default, metadata=meta)
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or of the wrong type; the message names the field."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.field_name = name
+
+
+def field_range(cfg_type: type, name: str) -> str:
+    """Human-readable valid range of one field, e.g. '2 to 64' or 'one of a, b'."""
+    meta = {f.name: f.metadata for f in fields(cfg_type)}[name]
+    if meta.get("choices"):
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    return f"{meta['lo']} to {meta['hi']}"
+
+
+def _check_field(cfg_type: type, f: dataclasses.Field, value: Any) -> Any:
+    """Return `value` coerced to the field's type, or raise ConfigError naming the field."""
+    kind = type(f.default)
+    meta = f.metadata
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f.name, f"expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f.name, f"expected a whole number, got {value!r}")
+        value = int(value)
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f.name, f"expected a number, got {value!r}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f.name, f"expected a finite number, got {value!r}")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f.name, f"expected text, got {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f.name, f"must be {field_range(cfg_type, f.name)}, got {value!r}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and not (lo <= value <= hi):
+        raise ConfigError(f.name, f"must be {field_range(cfg_type, f.name)}, got {value!r}")
+    return value
+
+
+class _Validated:
+    """Mixin: validate every field on construction, and round-trip through plain dicts."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            object.__setattr__(self, f.name, _check_field(type(self), f, getattr(self, f.name)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict, *, strict: bool = True) -> C:
+        """Build from a dict; with strict, unknown keys are an error naming them."""
+        if not isinstance(data, dict):
+            raise ConfigError(cls.__name__, f"expected an object of settings, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - names)
+        if strict and extra:
+            raise ConfigError(extra[0], f"unknown setting for {cls.__name__}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self: C, **changes) -> C:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ProblemConfig(_Validated):
+    """The hidden toy task: contexts with random embeddings and true preferences over tokens."""
+
+    n_contexts: int = knob(5, 2, 12, "Number of distinct prompts (contexts) in the toy task.")
+    vocab_size: int = knob(10, 2, 32, "Number of tokens a response can be (each response is one token).")
+    context_dim: int = knob(8, 2, 32, "Size of each context's random embedding vector.")
+    pref_scale: float = knob(2.0, 0.1, 10.0, "Sharpness of the true preferences: softmax(scale x Gaussian scores).")
+    seed: int = knob(42, 0, 2**31 - 1, "Seed of the hidden task (embeddings and true preferences).")
+
+
+@dataclass(frozen=True)
+class SFTConfig(_Validated):
+    """Supervised fine-tuning: cross-entropy on tokens sampled from the true preferences."""
+
+    epochs: int = knob(100, 1, 500, "Outer passes of SFT training (each has steps_per_epoch steps).")
+    steps_per_epoch: int = knob(20, 1, 100, "Adam steps per SFT epoch.")
+    batch_size: int = knob(32, 1, 1024, "Demonstrations (context, token) per SFT step.")
+    lr: float = knob(1e-2, 1e-5, 1.0, "Adam learning rate of SFT.", log=True)
+    hidden_dim: int = knob(32, 4, 256, "Hidden units of the policy network (one ReLU layer).")
+    seed: int = knob(42, 0, 2**31 - 1, "Seed of SFT's initialization and data sampling.")
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclass(frozen=True)
+class RewardModelConfig(_Validated):
+    """Bradley-Terry reward model trained on simulated pairwise comparisons."""
+
+    steps: int = knob(200, 1, 5000, "Adam steps of reward-model training.")
+    batch_pairs: int = knob(64, 1, 2048, "Pairwise comparisons per reward-model step.")
+    lr: float = knob(1e-3, 1e-5, 1.0, "Adam learning rate of the reward model.", log=True)
+    hidden_dim: int = knob(32, 4, 256, "Hidden units (and token-embedding size) of the reward model.")
+    seed: int = knob(42, 0, 2**31 - 1, "Seed of the reward model's initialization and comparison data.")
+
+
+@dataclass(frozen=True)
+class GRPOConfig(_Validated):
+    """GRPO on the learned reward model: group-normalized advantages, clipped steps, KL penalty."""
+
+    iterations: int = knob(500, 1, 5000, "Training iterations; each samples a fresh batch of groups.")
+    prompts: int = knob(8, 1, 64, "Prompts sampled per iteration (with replacement).")
+    group_size: int = knob(8, 2, 64, "Responses sampled per prompt (G); the group's mean is the baseline.")
+    lr: float = knob(1e-3, 1e-5, 1.0, "Adam learning rate of the policy.", log=True)
+    kl_coef: float = knob(0.05, 0.0, 10.0, "Weight of the KL(policy || reference) penalty in the loss.")
+    clip_eps: float = knob(0.2, 0.01, 1.0, "PPO clip range: the probability ratio is clipped to 1 +- eps.")
+    epochs: int = knob(2, 1, 16, "Policy gradient steps on each sampled batch (PPO epochs, mu).")
+    seed: int = knob(0, 0, 2**31 - 1, "Seed of this run's sampling (prompts and responses).")
+
+    reward: str = field(default="reward_model", metadata={"choices": ("reward_model", "verifiable")})
+
+    @property
+    def samples_per_iteration(self) -> int:
+        return self.prompts * self.group_size
+
+
+@dataclass(frozen=True)
+class RLVRConfig(GRPOConfig):
+    """GRPO with a verifiable reward: 1 for the context's best token, 0 otherwise."""
+
+    group_size: int = knob(16, 2, 64, "Responses sampled per prompt (G); the group's mean is the baseline.")
+    epochs: int = knob(1, 1, 16, "Policy gradient steps on each sampled batch (PPO epochs, mu).")
+
+    reward: str = field(default="verifiable", metadata={"choices": ("reward_model", "verifiable")})
+
+
+def config_fields(cfg_type: type) -> list[dataclasses.Field]:
+    """The user-settable fields of a config class (those declared with knob)."""
+    return [f for f in fields(cfg_type) if "help" in f.metadata]
+
+
+def request_work(configs) -> int:
+    """Work of a batch of runs: the sum of iterations x epochs x prompts x group size."""
+    return sum(c.iterations * c.epochs * c.prompts * c.group_size for c in configs)
+
+
+def check_budget(configs) -> None:
+    """Raise ConfigError when a batch of runs asks for more than MAX_WORK_PER_REQUEST."""
+    total = request_work(configs)
+    if total > MAX_WORK_PER_REQUEST:
+        raise ConfigError(
+            "iterations", f"iterations x epochs x prompts x group size x seeds = {total:,} is over "
+            f"the limit of {MAX_WORK_PER_REQUEST:,} per request; lower one of them")
