@@ -156,14 +156,14 @@ def reward_table(problem: Problem, cfg: GRPOConfig, rm_table: torch.Tensor | Non
 
 
 def _draw(gens, configs, start, stop, n_ctx, shape):
-    """Each member's prompts (E, T, P) and uniforms (E, T, P, G) for iterations [start, stop)."""
+    """Each member's prompts (T, E, P) and uniforms (T, E, P, G) for iterations [start, stop)."""
     prompts = torch.zeros(shape[:3], dtype=torch.long)
     u = torch.zeros(shape)
     for e, (gen, cfg) in enumerate(zip(gens, configs)):
         k = min(stop, cfg.iterations) - start
         if k > 0:
-            prompts[e, :k, :cfg.prompts] = torch.randint(0, n_ctx, (k, cfg.prompts), generator=gen)
-            u[e, :k, :cfg.prompts, :cfg.group_size] = torch.rand(
+            prompts[:k, e, :cfg.prompts] = torch.randint(0, n_ctx, (k, cfg.prompts), generator=gen)
+            u[:k, e, :cfg.prompts, :cfg.group_size] = torch.rand(
                 k, cfg.prompts, cfg.group_size, generator=gen)
     return prompts, u
 
@@ -208,29 +208,46 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
     max_epochs = int(epochs.max())
 
     gens = [generator(c.seed) for c in configs]
-    logp_hist = torch.empty(t_max + 1, n_mem, n_ctx, vocab)    # policy before each iteration, and after the last
+    # Records are reduced once per CHUNK iterations, so memory stays bounded for long runs:
+    # exact metrics of the policy after each iteration (row 0: the SFT start) and batch statistics.
+    exact: dict[str, torch.Tensor] = {}
     stats = torch.zeros(t_max, n_mem, len(BATCH_COLUMNS))
-    good_theta = theta.clone()                                 # each member's last finite weights
+    logp_buf = torch.empty(CHUNK, n_mem, n_ctx, vocab)
+    rewards_buf = torch.empty(CHUNK, n_mem, p_max, g_max)
+    adv_buf = torch.empty(CHUNK, n_mem, p_max * g_max)
+    zero_std_buf = torch.empty(CHUNK, n_mem, p_max, dtype=torch.bool)
+    tail_buf = torch.empty(CHUNK, n_mem, 3)
+    good_theta = theta.clone()                       # each member's last finite weights ...
+    good_logp = torch.empty(n_mem, n_ctx, vocab)     # ... and policy
+    first_bad = torch.full((n_mem,), t_max + 1)      # first iteration whose policy is non-finite
     done = t_max
     logits, h1 = net.forward(params, x1)
     for it in range(t_max + 1):
+        row = it % CHUNK
         logp = torch.log_softmax(logits, -1)                                # (E, C, V)
-        logp_hist[it] = logp
+        logp_buf[row] = logp
         if bool(torch.isfinite(logp).all()):
             good_theta.copy_(theta)
-        else:
+            good_logp.copy_(logp)
+        else:  # a diverged member keeps its last finite state; the others go on
             finite = torch.isfinite(logp).flatten(1).all(1)
+            first_bad = torch.where(~finite & (first_bad > it), it, first_bad)
             good_theta = torch.where(finite.unsqueeze(1), theta, good_theta)
+            good_logp = torch.where(finite.view(-1, 1, 1), logp, good_logp)
             if not bool(finite.any()):
                 done = it
+        if row == CHUNK - 1 or it == done:
+            chunk = policy_metrics(logp_buf[:row + 1], problem, rm_table, ref_logp)
+            for name, values in chunk.items():
+                exact.setdefault(name, torch.empty(t_max + 1, n_mem))[it - row:it + 1] = values
         if it == done:
             break
-        if it % CHUNK == 0:
+        if row == 0:
             prompts_chunk, u_chunk = _draw(gens, configs, it, it + CHUNK, n_ctx,
-                                           (n_mem, CHUNK, p_max, g_max))
+                                           (CHUNK, n_mem, p_max, g_max))
 
         # Sample the groups and score them: no gradient flows through this block.
-        prompts, u = prompts_chunk[:, it % CHUNK], u_chunk[:, it % CHUNK]  # (E, P), (E, P, G)
+        prompts, u = prompts_chunk[row], u_chunk[row]                       # (E, P), (E, P, G)
         probs = logp.exp()
         tokens = sample_categorical(probs.gather(1, prompts.unsqueeze(-1).expand(-1, -1, vocab)), u)
         index = (prompts.unsqueeze(-1) * vocab + tokens).flatten(1)         # (E, S)
@@ -260,37 +277,50 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
                     k: torch.where(epoch < epochs, v, last_info[k]) for k, v in info.items()}
         logits, h1 = net.forward(params, x1)
 
-        n_valid = n_samples.squeeze(1)
-        masked = rewards if uniform_shape else torch.where(valid, rewards, 0.0)
-        stats[it] = torch.stack([
-            masked.sum((1, 2)) / n_valid,
-            masked[:, 0].sum(1) / valid[:, 0].sum(1),
-            adv.abs().sum(1) / n_valid,
-            (zero_std & valid_p).sum(1) / valid_p.sum(1),
-            clipped / (n_valid * epochs),
-            last_info["policy_loss"],
-            last_info["kl"]], dim=1)
+        rewards_buf[row], adv_buf[row], zero_std_buf[row] = rewards, adv, zero_std
+        tail_buf[row] = torch.stack([clipped, last_info["policy_loss"], last_info["kl"]], dim=1)
         if on_iteration is not None and on_iteration(it + 1, t_max) is False:
             done = it + 1
+        if row == CHUNK - 1 or it + 1 == done:
+            stats[it - row:it + 1] = _batch_stats(rewards_buf[:row + 1], adv_buf[:row + 1],
+                                                  zero_std_buf[:row + 1], tail_buf[:row + 1],
+                                                  valid, epochs)
 
-    # Iterations each member keeps: up to its own count, the stop, and its last finite policy.
-    finite_hist = torch.isfinite(logp_hist[:done + 1]).flatten(2).all(2)   # (done + 1, E)
-    kept = torch.minimum(finite_hist.long().cumprod(0).sum(0) - 1, iters.clamp_max(done))
-    diverged = kept < iters.clamp_max(done)
-    return [_result(problem, net, good_theta[e], cfg, logp_hist[:, e], stats[:, e], rm_table,
-                    ref_logp, int(kept[e]), "diverged" if diverged[e] else
-                    ("stopped" if kept[e] < cfg.iterations else ""))
-            for e, cfg in enumerate(configs)]
+    # Iterations each member keeps: its own count, up to a stop, before any non-finite policy.
+    kept = torch.minimum(iters.clamp_max(done), first_bad - 1)
+    results = []
+    for e, cfg in enumerate(configs):
+        n = int(kept[e])
+        status = "diverged" if n < min(cfg.iterations, done) else "stopped" if n < cfg.iterations else ""
+        results.append(_result(problem, net, cfg, n, status, good_theta[e], good_logp[e],
+                               {k: v[1:n + 1, e] for k, v in exact.items()}, stats[:n, e],
+                               rm_table, ref_logp))
+    return results
 
 
-def _result(problem, net, theta_row, cfg, logp_hist, stats, rm_table, ref_logp, n, stopped):
-    """One member's RunResult from its slice of the batched record (n iterations kept)."""
-    exact = policy_metrics(logp_hist[1:n + 1], problem, rm_table, ref_logp)  # {name: (n,)}
+def _batch_stats(rewards, adv, zero_std, tail, valid, epochs):
+    """Per-iteration batch statistics (T, E, len(BATCH_COLUMNS)) from the stored samples:
+    rewards (T, E, P, G), adv (T, E, S), zero_std (T, E, P), tail (T, E, 3) = clipped count summed
+    over epochs, last epoch's policy loss and batch KL."""
+    valid_p = valid[..., 0]
+    n_valid = valid.sum((1, 2))                                            # (E,)
+    masked = torch.where(valid, rewards, 0.0)
+    return torch.stack([
+        masked.sum((2, 3)) / n_valid,
+        masked[:, :, 0].sum(2) / valid[:, 0].sum(1),
+        adv.abs().sum(2) / n_valid,
+        (zero_std & valid_p).sum(2) / valid_p.sum(1),
+        tail[..., 0] / (n_valid * epochs),
+        tail[..., 1], tail[..., 2]], dim=-1)
+
+
+def _result(problem, net, cfg, n, status, theta_row, final_logp, exact, stats, rm_table, ref_logp):
+    """One member's RunResult: n iterations kept, its final weights and policy, its records."""
     hist = {"iteration": torch.arange(1, n + 1).numpy(),
             "samples": (torch.arange(1, n + 1) * cfg.samples_per_iteration).numpy()}
     hist.update({k: exact[k].numpy() for k in EXACT_COLUMNS if k in exact})
-    hist.update({k: stats[:n, j].numpy() for j, k in enumerate(BATCH_COLUMNS)})
-    final = policy_metrics(logp_hist[n], problem, rm_table, ref_logp, per_context=True)
+    hist.update({k: stats[:, j].numpy() for j, k in enumerate(BATCH_COLUMNS)})
+    final = policy_metrics(final_logp, problem, rm_table, ref_logp, per_context=True)
     per_context = pd.DataFrame({"context": range(problem.n_contexts),
                                 **{k: v.numpy() for k, v in final.items()},
                                 "best": problem.best_reward.numpy()})
@@ -298,6 +328,6 @@ def _result(problem, net, theta_row, cfg, logp_hist, stats, rm_table, ref_logp, 
         "diverged": f"Stopped after {n} of {cfg.iterations} iterations: the policy's parameters "
                     "became non-finite. Lower the learning rate or raise the KL coefficient.",
         "stopped": f"Stopped by request after {n} of {cfg.iterations} iterations.",
-        "": ""}[stopped]
-    return RunResult(cfg, pd.DataFrame(hist), net.state_dict(theta_row), logp_hist[n].clone(),
+        "": ""}[status]
+    return RunResult(cfg, pd.DataFrame(hist), net.state_dict(theta_row), final_logp.clone(),
                      per_context, message)

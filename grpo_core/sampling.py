@@ -16,6 +16,5 @@ def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     uniforms separately from the distribution makes a run's randomness depend only on its own
     generator, never on what else is computed in the same batch.
     """
-    cdf = probs.cumsum(-1)
-    tokens = (cdf.unsqueeze(-2) <= u.unsqueeze(-1)).sum(-1)
-    return tokens.clamp_max(probs.shape[-1] - 1)
+    tokens = torch.searchsorted(probs.cumsum(-1), u, right=True)
+    return tokens.clamp_max_(probs.shape[-1] - 1)
