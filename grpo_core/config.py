@@ -75,6 +75,10 @@ class _Validated:
     def __post_init__(self):
         for f in fields(self):
             object.__setattr__(self, f.name, _check_field(type(self), f, getattr(self, f.name)))
+        self.check()
+
+    def check(self) -> None:
+        """Checks across fields; raise ConfigError naming the field to change."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -135,6 +139,12 @@ class RewardModelConfig(_Validated):
     seed: int = knob(42, 0, 2**31 - 1, "Seed of the reward model's initialization and comparison data.")
 
 
+ADVANTAGE_ESTIMATORS = ("grpo", "dr_grpo", "batch_std", "rloo", "none")
+KL_ESTIMATORS = ("exact", "k1", "k2", "k3")
+KL_PLACEMENTS = ("loss", "reward")
+REWARDS = ("reward_model", "verifiable")
+
+
 @dataclass(frozen=True)
 class GRPOConfig(_Validated):
     """GRPO on the learned reward model: group-normalized advantages, clipped steps, KL penalty."""
@@ -143,16 +153,59 @@ class GRPOConfig(_Validated):
     prompts: int = knob(8, 1, 64, "Prompts sampled per iteration (with replacement).")
     group_size: int = knob(8, 2, 64, "Responses sampled per prompt (G); the group's mean is the baseline.")
     lr: float = knob(1e-3, 1e-5, 1.0, "Adam learning rate of the policy.", log=True)
-    kl_coef: float = knob(0.05, 0.0, 10.0, "Weight of the KL(policy || reference) penalty in the loss.")
-    clip_eps: float = knob(0.2, 0.01, 1.0, "PPO clip range: the probability ratio is clipped to 1 +- eps.")
-    epochs: int = knob(2, 1, 16, "Policy gradient steps on each sampled batch (PPO epochs, mu).")
+    kl_coef: float = knob(0.05, 0.0, 10.0, "Weight beta of the KL penalty to the reference policy; 0 drops the reference (TRL beta).")
+    clip_eps: float = knob(0.2, 0.01, 1.0, "PPO clip range: the probability ratio is clipped to [1 - eps, 1 + eps] (TRL epsilon).")
+    epochs: int = knob(2, 1, 16, "Passes over each sampled batch (PPO epochs, mu; TRL num_iterations).")
     seed: int = knob(0, 0, 2**31 - 1, "Seed of this run's sampling (prompts and responses).")
+    advantage_estimator: str = knob(
+        "grpo", choices=ADVANTAGE_ESTIMATORS,
+        help="Baseline and scale of the advantage: grpo = group mean and std (DeepSeekMath), "
+             "dr_grpo = group mean only (Dr. GRPO), batch_std = std over the batch (TRL "
+             "scale_rewards='batch'), rloo = leave-one-out mean (RLOO), none = plain REINFORCE.")
+    kl_estimator: str = knob(
+        "exact", choices=KL_ESTIMATORS,
+        help="How the KL is estimated: exact sum over tokens, or from the sampled token with k1 = "
+             "log(pi/pi_ref), k2 = (log ratio)^2 / 2, or k3 = pi_ref/pi - log(pi_ref/pi) - 1 "
+             "(DeepSeekMath, TRL).")
+    kl_placement: str = knob(
+        "loss", choices=KL_PLACEMENTS,
+        help="Where the KL penalty goes: added to the loss (GRPO, TRL) or subtracted from the "
+             "reward before advantages (PPO-RLHF style).")
+    clip_eps_high: float = knob(
+        0.0, 0.0, 1.0, "Upper clip range if different from clip_eps (DAPO clip-higher; TRL "
+        "epsilon_high); 0 means equal to clip_eps.")
+    dual_clip: float = knob(
+        0.0, 0.0, 10.0, "Dual-clip constant c > 1 that bounds the loss of negative-advantage "
+        "samples by c * A (Ye et al. 2020; verl clip_ratio_c); 0 turns it off.")
+    minibatches: int = knob(
+        1, 1, 16, "Minibatches each epoch splits the batch's prompts into, one optimizer step "
+        "each (TRL steps_per_generation).")
+    entropy_coef: float = knob(
+        0.0, 0.0, 1.0, "Weight of an entropy bonus on the sampled contexts (verl entropy_coeff); "
+        "0 turns it off.")
+    ref_reset_every: int = knob(
+        0, 0, 5000, "Reset the reference policy to the current one every N iterations, as "
+        "DeepSeek-R1's training did (TRL sync_ref_model); 0 never resets.")
+    dynamic_sampling: int = knob(
+        0, 0, 16, "DAPO dynamic sampling: redraw a group whose rewards are all equal up to this "
+        "many times (those redraws count as generated samples); 0 turns it off.")
 
-    reward: str = field(default="reward_model", metadata={"choices": ("reward_model", "verifiable")})
+    reward: str = field(default="reward_model", metadata={"choices": REWARDS})
 
     @property
     def samples_per_iteration(self) -> int:
         return self.prompts * self.group_size
+
+    @property
+    def upper_clip_eps(self) -> float:
+        return self.clip_eps_high or self.clip_eps
+
+    def check(self) -> None:
+        if self.minibatches > self.prompts:
+            raise ConfigError("minibatches", f"must be at most prompts ({self.prompts}), "
+                              f"got {self.minibatches}")
+        if 0 < self.dual_clip <= 1:
+            raise ConfigError("dual_clip", f"must be 0 (off) or above 1, got {self.dual_clip}")
 
 
 @dataclass(frozen=True)
@@ -160,9 +213,9 @@ class RLVRConfig(GRPOConfig):
     """GRPO with a verifiable reward: 1 for the context's best token, 0 otherwise."""
 
     group_size: int = knob(16, 2, 64, "Responses sampled per prompt (G); the group's mean is the baseline.")
-    epochs: int = knob(1, 1, 16, "Policy gradient steps on each sampled batch (PPO epochs, mu).")
+    epochs: int = knob(1, 1, 16, "Passes over each sampled batch (PPO epochs, mu; TRL num_iterations).")
 
-    reward: str = field(default="verifiable", metadata={"choices": ("reward_model", "verifiable")})
+    reward: str = field(default="verifiable", metadata={"choices": REWARDS})
 
 
 def config_fields(cfg_type: type) -> list[dataclasses.Field]:
@@ -171,8 +224,10 @@ def config_fields(cfg_type: type) -> list[dataclasses.Field]:
 
 
 def request_work(configs) -> int:
-    """Work of a batch of runs: the sum of iterations x epochs x prompts x group size."""
-    return sum(c.iterations * c.epochs * c.prompts * c.group_size for c in configs)
+    """Work of a batch of runs: the sum of iterations x epochs x prompts x group size (x the
+    redraws dynamic sampling may make)."""
+    return sum(c.iterations * c.epochs * c.prompts * c.group_size * (1 + c.dynamic_sampling)
+               for c in configs)
 
 
 def check_budget(configs) -> None:

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from .config import GRPOConfig, check_budget
+from .config import ADVANTAGE_ESTIMATORS as _ESTIMATOR_NAMES, GRPOConfig, check_budget
 from .metrics import policy_metrics
 from .models import BatchedAdam, PolicyNet
 from .problem import Problem
@@ -47,78 +47,246 @@ def group_advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None, e
     A group whose rewards are all equal carries no signal: its advantages are exactly 0 (the
     formula would otherwise divide float round-off by eps). Invalid entries get advantage 0.
     """
-    if valid is None:  # every member has full groups
-        std, mean = torch.std_mean(rewards, dim=-1, keepdim=True)
-        zero_std = rewards.amax(-1, keepdim=True) <= rewards.amin(-1, keepdim=True)
-        return torch.where(zero_std, 0.0, (rewards - mean) / (std + eps)), zero_std.squeeze(-1)
-    n = valid.sum(-1, keepdim=True).clamp_min(2)
+    return advantages(rewards, valid, "grpo", eps)
+
+
+ADVANTAGE_ESTIMATORS = {
+    "grpo": "group mean and std: (r - mean_g r) / (std_g r + eps) (DeepSeekMath GRPO, TRL's default)",
+    "dr_grpo": "group mean only: r - mean_g r (Dr. GRPO; TRL scale_rewards='none')",
+    "batch_std": "group mean, std over the whole batch: (r - mean_g r) / (std_batch r + eps) "
+                 "(TRL scale_rewards='batch')",
+    "rloo": "leave-one-out mean: r_i - mean_{j != i} r_j (RLOO, Ahmadian et al. 2024)",
+    "none": "no baseline: A = r (plain REINFORCE)",
+}
+assert tuple(ADVANTAGE_ESTIMATORS) == _ESTIMATOR_NAMES
+
+
+def _total(x: torch.Tensor, dims: int = 1) -> torch.Tensor:
+    """Sum over the last `dims` dimensions, accumulated strictly in order (a cumulative sum).
+
+    Zeros padded in for the entries of a smaller group leave an in-order sum bit-for-bit
+    unchanged, whereas torch.sum's vectorized order depends on the padded length. This is what
+    keeps a member of a batch with larger groups on exactly its solo trajectory.
+    """
+    return x.flatten(-dims).cumsum(-1)[..., -1:].unflatten(-1, (1,) * dims)
+
+
+def advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None,
+               estimator: str = "grpo", eps: float = ADV_EPS):
+    """rewards (E, P, G), valid (E, P, G) bool or None -> (advantages (E, P, G), zero_std (E, P)).
+
+    estimator is one of ADVANTAGE_ESTIMATORS (n = group size, stds Bessel-corrected):
+        grpo       (r - mean_g) / (std_g + eps)
+        dr_grpo    r - mean_g
+        batch_std  (r - mean_g) / (std over the member's whole batch + eps)
+        rloo       r_i - (sum_g r - r_i) / (n - 1)
+        none       r
+    Every estimator gives 0 to invalid entries; those with a baseline give exactly 0 to a group
+    whose rewards are all equal (it carries no signal; float round-off would otherwise remain).
+    """
+    if estimator not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {estimator!r}; "
+                         f"one of {', '.join(ADVANTAGE_ESTIMATORS)}")
+    if valid is None:
+        valid = torch.ones_like(rewards, dtype=torch.bool)
     masked = torch.where(valid, rewards, 0.0)
-    mean = masked.sum(-1, keepdim=True) / n
-    dev = torch.where(valid, rewards - mean, 0.0)
-    std = (dev.square().sum(-1, keepdim=True) / (n - 1)).sqrt()
     hi = torch.where(valid, rewards, -torch.inf).amax(-1, keepdim=True)
     lo = torch.where(valid, rewards, torch.inf).amin(-1, keepdim=True)
     zero_std = hi <= lo
-    adv = torch.where(zero_std, 0.0, dev / (std + eps))
-    return adv, zero_std.squeeze(-1)
+    if estimator == "none":
+        return masked, zero_std.squeeze(-1)
+    n = valid.sum(-1, keepdim=True).clamp_min(2)
+    total = _total(masked)
+    if estimator == "rloo":
+        adv = masked - (total - masked) / (n - 1)
+    else:
+        dev = torch.where(valid, rewards - total / n, 0.0)
+        if estimator == "grpo":
+            adv = dev / ((_total(dev.square()) / (n - 1)).sqrt() + eps)
+        elif estimator == "batch_std":
+            n_b = valid.sum((-1, -2), keepdim=True).clamp_min(2)
+            dev_b = torch.where(valid, rewards - _total(masked, 2) / n_b, 0.0)
+            adv = dev / ((_total(dev_b.square(), 2) / (n_b - 1)).sqrt() + eps)
+        else:
+            adv = dev
+    return torch.where(zero_std | ~valid, 0.0, adv), zero_std.squeeze(-1)
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """Per-member settings of the loss, as tensors: the loss's knobs for E members at once.
+
+    clip_low, clip_high, dual_clip (E, 1): ratio clip range [1 - low, 1 + high], dual clip c (0 off);
+    beta_exact (E,): weight of the exact KL in the loss; beta_sample (E, 1): weight of a
+    sampled-token KL estimate k1/k2/k3 (k_code (E, 1): 1, 2 or 3); entropy_coef (E,).
+    """
+
+    clip_low: torch.Tensor
+    clip_high: torch.Tensor
+    dual_clip: torch.Tensor
+    beta_exact: torch.Tensor
+    beta_sample: torch.Tensor
+    k_code: torch.Tensor
+    entropy_coef: torch.Tensor
+
+    @classmethod
+    def simple(cls, clip_eps: torch.Tensor, kl_coef: torch.Tensor) -> "LossTerms":
+        """The notebook's loss: symmetric clip, exact KL in the loss, no entropy bonus."""
+        zeros = torch.zeros_like(kl_coef)
+        eps = clip_eps.reshape(-1, 1)
+        return cls(eps, eps, zeros.view(-1, 1), kl_coef, zeros.view(-1, 1),
+                   zeros.view(-1, 1).long(), zeros)
+
+    @classmethod
+    def from_configs(cls, configs: Sequence[GRPOConfig]) -> "LossTerms":
+        col = lambda values, dtype=torch.float32: torch.tensor(values, dtype=dtype).view(-1, 1)
+        in_loss = [c.kl_placement == "loss" for c in configs]
+        exact = [c.kl_estimator == "exact" for c in configs]
+        return cls(
+            clip_low=col([c.clip_eps for c in configs]),
+            clip_high=col([c.upper_clip_eps for c in configs]),
+            dual_clip=col([c.dual_clip for c in configs]),
+            beta_exact=torch.tensor([c.kl_coef * (l and x) for c, l, x in zip(configs, in_loss, exact)]),
+            beta_sample=col([c.kl_coef * (l and not x) for c, l, x in zip(configs, in_loss, exact)]),
+            k_code=col([KL_CODES[c.kl_estimator] for c in configs], torch.long),
+            entropy_coef=torch.tensor([c.entropy_coef for c in configs]))
+
+    @property
+    def flags(self) -> tuple[bool, bool, bool, bool]:
+        """(exact KL, sampled KL, entropy bonus, dual clip) present in any member."""
+        return (bool((self.beta_exact > 0).any()), bool((self.beta_sample > 0).any()),
+                bool((self.entropy_coef > 0).any()), bool((self.dual_clip > 0).any()))
+
+
+KL_CODES = {"exact": 0, "k1": 1, "k2": 2, "k3": 3}
+
+
+def sampled_kl(log_ratio: torch.Tensor, k_code: torch.Tensor):
+    """Per-sample KL estimates from log_ratio = log pi(v) - log pi_ref(v) at v ~ pi, and their
+    derivatives with respect to log pi(v) (Schulman's k1, k2, k3):
+
+        k1 = log_ratio                            d/dlogp = 1
+        k2 = log_ratio^2 / 2                      d/dlogp = log_ratio
+        k3 = exp(-log_ratio) + log_ratio - 1      d/dlogp = 1 - exp(-log_ratio)
+
+    k_code (E, 1) picks 1, 2 or 3 per member. Returns (value, derivative), each shaped like log_ratio.
+    """
+    inv = torch.exp(-log_ratio)
+    value = torch.where(k_code == 1, log_ratio,
+                        torch.where(k_code == 2, 0.5 * log_ratio.square(), inv + log_ratio - 1))
+    deriv = torch.where(k_code == 1, torch.ones_like(log_ratio),
+                        torch.where(k_code == 2, log_ratio, 1 - inv))
+    return value, deriv
+
+
+def _at_samples(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table (C, V) or (E, C, V), index (E, S) flat c * V + v -> (E, S)."""
+    if table.dim() == 2:
+        return table.reshape(-1)[index]
+    return table.flatten(1).gather(1, index)
 
 
 def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
               old_logp: torch.Tensor, adv: torch.Tensor, weight: torch.Tensor,
-              ctx_weight: torch.Tensor, clip_eps: torch.Tensor, kl_coef: torch.Tensor):
+              ctx_weight: torch.Tensor, clip_eps: torch.Tensor, kl_coef: torch.Tensor,
+              terms: LossTerms | None = None):
     """The GRPO loss per member, differentiable (the reference the hand-written gradient matches).
 
-    logp (E, C, V) current log-probs; ref_logp (C, V); index (E, S) flat c * V + v of each sample;
-    old_logp, adv, weight (E, S) with weight = valid / (P G); ctx_weight (E, C) the fraction of the
-    batch's prompts at each context; clip_eps, kl_coef (E,).
-    Returns (loss (E,), info) with info: policy_loss, kl (batch-weighted exact KL), n_clipped
-    (samples whose clipped term is the minimum, where the clip stops the gradient).
+        L = -sum_s w_s obj_s + beta * KL_batch - c_H * H_batch
+        obj_s = min(rho_s A_s, clip(rho_s, 1 - eps_lo, 1 + eps_hi) A_s), and with a dual clip c,
+                max(obj_s, c A_s) where A_s < 0
+
+    logp (E, C, V) current log-probs; ref_logp (C, V) or (E, C, V); index (E, S) flat c * V + v
+    of each sample; old_logp, adv, weight (E, S) with weight = valid / (number of samples);
+    ctx_weight (E, C) the fraction of the batch's prompts at each context; clip_eps, kl_coef (E,)
+    (used when `terms` is None: the notebook's loss). KL_batch is the exact KL averaged over the
+    batch's contexts, or the mean of a sampled-token estimate (terms.k_code); H_batch likewise the
+    exact entropy. Returns (loss (E,), info) with info: policy_loss, kl (exact, batch-weighted),
+    kl_estimate (the estimator's value), n_clip_low, n_clip_high.
     """
-    new_logp = logp.flatten(1).gather(1, index)
+    terms = terms or LossTerms.simple(clip_eps, kl_coef)
+    new_logp = _at_samples(logp, index)
     ratio = torch.exp(new_logp - old_logp)
-    eps = clip_eps.unsqueeze(1)
-    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
-    policy_loss = -(surrogate * weight).sum(1)
-    kl_ctx = (logp.exp() * (logp - ref_logp)).sum(-1)                       # (E, C)
+    lo, hi = 1 - terms.clip_low, 1 + terms.clip_high
+    obj = torch.minimum(ratio * adv, torch.clamp(ratio, lo, hi) * adv)
+    dual = terms.dual_clip
+    obj = torch.where((dual > 0) & (adv < 0), torch.maximum(obj, dual * adv), obj)
+    policy_loss = -(obj * weight).sum(1)
+    probs = logp.exp()
+    kl_ctx = (probs * (logp - ref_logp)).sum(-1)                            # (E, C)
     kl = (ctx_weight * kl_ctx).sum(1)
-    clipped = ((adv > 0) & (ratio > 1 + eps)) | ((adv < 0) & (ratio < 1 - eps))
-    return policy_loss + kl_coef * kl, {"policy_loss": policy_loss, "kl": kl,
-                                        "n_clipped": (clipped & (adv != 0)).sum(1)}
+    k_value, _ = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code)
+    kl_sample = (weight * k_value).sum(1)
+    entropy = (ctx_weight * -(probs * logp).sum(-1)).sum(1)
+    loss = (policy_loss + terms.beta_exact * kl + terms.beta_sample.squeeze(1) * kl_sample
+            - terms.entropy_coef * entropy)
+    live = adv != 0
+    info = {"policy_loss": policy_loss, "kl": kl,
+            "kl_estimate": torch.where(terms.k_code.squeeze(1) == 0, kl, kl_sample),
+            "n_clip_low": ((adv < 0) & (ratio < lo) & live).sum(1),
+            "n_clip_high": ((adv > 0) & (ratio > hi) & live).sum(1)}
+    return loss, info
 
 
 def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
                      old_logp: torch.Tensor, adv: torch.Tensor, weight: torch.Tensor,
                      ctx_weight: torch.Tensor, clip_eps: torch.Tensor, kl_coef: torch.Tensor,
-                     first_epoch: bool = False, use_kl: bool = True):
+                     first_epoch: bool = False, use_kl: bool = True,
+                     terms: LossTerms | None = None):
     """d grpo_loss / d logits (E, C, V), by hand, and the same info as grpo_loss.
 
-    Surrogate: d/dlogp_s = -w_s A_s rho_s where the unclipped term is the minimum, else 0; and
-    dlogp_s/dlogits[c_s] = onehot(v_s) - pi(. | c_s). KL: d KL_c / dlogits[c, v] =
-    pi(v|c) (log pi(v|c) - log pi_ref(v|c) - KL_c). With first_epoch the policy is still the one
-    that sampled the batch, so rho = 1 and nothing is clipped. use_kl=False skips the KL
-    gradient (for kl_coef = 0 everywhere).
+    Surrogate: d obj_s / d logp_s = A_s rho_s where the unclipped term is the one selected, else 0
+    (clipped, or dual-clipped); and d logp_s / d logits[c_s] = onehot(v_s) - pi(. | c_s).
+    Exact KL: d KL_c / d logits[c, v] = pi(v|c) (log pi(v|c) - log pi_ref(v|c) - KL_c).
+    Entropy: d H_c / d logits[c, v] = -pi(v|c) (log pi(v|c) + H_c).
+    With first_epoch the policy is still the one that sampled the batch: rho = 1, nothing is
+    clipped. use_kl=False skips every KL term (kl_coef = 0 in every member).
     """
+    terms = terms or LossTerms.simple(clip_eps, kl_coef)
+    use_exact, use_sample, use_entropy, use_dual = terms.flags
     probs = logp.exp()
     wa = weight * adv                                                       # (E, S)
+    zero = torch.zeros(adv.shape[0], dtype=torch.long)
     if first_epoch:
+        new_logp = old_logp
         dlogp, policy_loss = -wa, -wa.sum(1)
-        n_clipped = torch.zeros_like(kl_coef)
+        n_low = n_high = zero
     else:
-        ratio = torch.exp(logp.flatten(1).gather(1, index) - old_logp)
-        eps = clip_eps.unsqueeze(1)
-        clipped = torch.where(adv > 0, ratio > 1 + eps, ratio < 1 - eps) & (adv != 0)
-        policy_loss = -(torch.where(clipped, ratio.clamp(1 - eps, 1 + eps), ratio) * wa).sum(1)
-        dlogp = torch.where(clipped, 0.0, -wa * ratio)
-        n_clipped = clipped.sum(1)
+        new_logp = _at_samples(logp, index)
+        ratio = torch.exp(new_logp - old_logp)
+        lo, hi = 1 - terms.clip_low, 1 + terms.clip_high
+        clip_high = (adv > 0) & (ratio > hi)
+        clip_low = (adv < 0) & (ratio < lo)
+        stop = clip_high | clip_low
+        obj = torch.where(stop, torch.clamp(ratio, lo, hi), ratio) * wa
+        if use_dual:
+            dual_hit = (terms.dual_clip > 0) & (adv < 0) & (ratio > terms.dual_clip)
+            obj = torch.where(dual_hit, terms.dual_clip * wa, obj)
+            stop = stop | dual_hit
+        policy_loss = -obj.sum(1)
+        dlogp = torch.where(stop, 0.0, -wa * ratio)
+        n_low, n_high = clip_low.sum(1), clip_high.sum(1)
+    info = {"policy_loss": policy_loss, "n_clip_low": n_low, "n_clip_high": n_high}
+    estimated = use_kl and bool((terms.k_code > 0).any())
+    if estimated:  # a member uses a sampled-token KL estimate, in the loss or in the reward
+        k_value, k_deriv = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code)
+        kl_sample = (weight * k_value).sum(1)
+        if use_sample:
+            dlogp = dlogp + terms.beta_sample * weight * k_deriv
     dlogits = torch.zeros_like(logp).flatten(1).scatter_add_(1, index, dlogp).view_as(logp)
     dlogits.sub_(dlogits.sum(-1, keepdim=True) * probs)
     log_ratio = logp - ref_logp
     kl_ctx = (probs * log_ratio).sum(-1, keepdim=True)                      # (E, C, 1)
-    if use_kl:
-        beta_c = kl_coef.view(-1, 1, 1) * ctx_weight.unsqueeze(-1)           # (E, C, 1)
-        dlogits.add_(probs.mul_(log_ratio.sub_(kl_ctx)).mul_(beta_c))
-    info = {"policy_loss": policy_loss, "kl": (ctx_weight * kl_ctx.squeeze(-1)).sum(1),
-            "n_clipped": n_clipped}
+    info["kl"] = (ctx_weight * kl_ctx.squeeze(-1)).sum(1)
+    info["kl_estimate"] = (torch.where(terms.k_code.squeeze(1) == 0, info["kl"], kl_sample)
+                           if estimated else info["kl"])
+    if use_kl and use_exact:
+        beta_c = terms.beta_exact.view(-1, 1, 1) * ctx_weight.unsqueeze(-1)  # (E, C, 1)
+        dlogits.add_((log_ratio - kl_ctx).mul_(probs).mul_(beta_c))
+    if use_entropy:
+        entropy_ctx = -(probs * logp).sum(-1, keepdim=True)                 # (E, C, 1)
+        coef_c = terms.entropy_coef.view(-1, 1, 1) * ctx_weight.unsqueeze(-1)
+        dlogits.add_((logp + entropy_ctx).mul_(probs).mul_(coef_c))
     return dlogits, info
 
 
@@ -140,10 +308,14 @@ class RunResult:
 
 
 # Columns of RunResult.history. Exact ones are computed from the full distribution after the
-# iteration's update; batch ones from the samples the iteration drew.
+# iteration's update (kl_ref against the SFT policy, even when the reference is reset); batch
+# ones from the samples the iteration drew.
 EXACT_COLUMNS = ("true_reward", "rm_reward", "kl_ref", "entropy", "correct_prob")
-BATCH_COLUMNS = ("batch_reward", "first_group_reward", "adv_abs", "zero_std_frac",
-                 "clip_frac", "policy_loss", "batch_kl")
+BATCH_COLUMNS = ("generated", "batch_reward", "first_group_reward", "adv_abs", "zero_std_frac",
+                 "clip_frac", "clip_frac_low", "clip_frac_high", "policy_loss", "batch_kl",
+                 "kl_estimate", "grad_norm")
+# What each member records after its steps on a batch, reduced into BATCH_COLUMNS per chunk.
+_STEP_RECORD = ("n_clip_low", "n_clip_high", "policy_loss", "kl", "kl_estimate", "grad_norm")
 
 
 def reward_table(problem: Problem, cfg: GRPOConfig, rm_table: torch.Tensor | None) -> torch.Tensor:
@@ -156,16 +328,59 @@ def reward_table(problem: Problem, cfg: GRPOConfig, rm_table: torch.Tensor | Non
 
 
 def _draw(gens, configs, start, stop, n_ctx, shape):
-    """Each member's prompts (T, E, P) and uniforms (T, E, P, G) for iterations [start, stop)."""
-    prompts = torch.zeros(shape[:3], dtype=torch.long)
+    """Each member's prompts (T, E, P, K) and uniforms (T, E, P, K, G) for iterations
+    [start, stop); K - 1 is the most redraws dynamic sampling may need."""
+    prompts = torch.zeros(shape[:4], dtype=torch.long)
     u = torch.zeros(shape)
     for e, (gen, cfg) in enumerate(zip(gens, configs)):
-        k = min(stop, cfg.iterations) - start
+        k, tries = min(stop, cfg.iterations) - start, cfg.dynamic_sampling + 1
         if k > 0:
-            prompts[:k, e, :cfg.prompts] = torch.randint(0, n_ctx, (k, cfg.prompts), generator=gen)
-            u[:k, e, :cfg.prompts, :cfg.group_size] = torch.rand(
-                k, cfg.prompts, cfg.group_size, generator=gen)
+            prompts[:k, e, :cfg.prompts, :tries] = torch.randint(
+                0, n_ctx, (k, cfg.prompts, tries), generator=gen)
+            u[:k, e, :cfg.prompts, :tries, :cfg.group_size] = torch.rand(
+                k, cfg.prompts, tries, cfg.group_size, generator=gen)
     return prompts, u
+
+
+class _Members:
+    """Per-member settings of a batch of runs as tensors, and the masks that let members with
+    fewer prompts, smaller groups, fewer steps or iterations share one computation."""
+
+    def __init__(self, configs: Sequence[GRPOConfig]):
+        vec = lambda name, dtype=torch.long: torch.tensor([getattr(c, name) for c in configs], dtype=dtype)
+        self.n = len(configs)
+        self.iterations, self.epochs = vec("iterations"), vec("epochs")
+        self.minibatches, self.tries = vec("minibatches"), vec("dynamic_sampling") + 1
+        self.steps = self.epochs * self.minibatches                        # optimizer steps per batch
+        self.lr, self.kl_coef = vec("lr", torch.float32), vec("kl_coef", torch.float32)
+        self.ref_reset = vec("ref_reset_every")
+        self.estimators = [c.advantage_estimator for c in configs]
+        self.terms = LossTerms.from_configs(configs)
+        self.use_kl = bool((self.kl_coef > 0).any())
+        in_reward = [c.kl_placement == "reward" and c.kl_coef > 0 for c in configs]
+        self.beta_reward = torch.tensor([c.kl_coef * r for c, r in zip(configs, in_reward)]).view(-1, 1)
+        self.reward_k_code = self.terms.k_code * torch.tensor(in_reward).view(-1, 1)
+        self.t_max, self.steps_max = int(self.iterations.max()), int(self.steps.max())
+        self.p_max = max(c.prompts for c in configs)
+        self.g_max = max(c.group_size for c in configs)
+        self.k_max = int(self.tries.max())
+        prompts, group = vec("prompts"), vec("group_size")
+        self.valid_p = torch.arange(self.p_max) < prompts.unsqueeze(1)                 # (E, P)
+        self.valid = self.valid_p.unsqueeze(-1) & (torch.arange(self.g_max) < group.view(-1, 1, 1))
+        self.n_samples = self.valid.flatten(1).sum(1)                                  # (E,)
+        self.lockstep = bool((self.iterations == self.t_max).all() and (self.steps == self.steps_max).all())
+        # Minibatch m of a member holds its prompts p with p * M // P == m (as equal as possible).
+        mb_of_prompt = (torch.arange(self.p_max) * self.minibatches.unsqueeze(1)
+                        // prompts.unsqueeze(1)).minimum(self.minibatches.unsqueeze(1) - 1)
+        self.minibatch_of_sample = mb_of_prompt.unsqueeze(-1).expand(-1, -1, self.g_max).flatten(1)  # (E, S)
+        self.single_minibatch = bool((self.minibatches == 1).all())
+
+    def step_weights(self, step: int, ctx_weight_mb: torch.Tensor):
+        """Sample weights (E, S) and context weights (E, C) for optimizer step `step` of a batch."""
+        mb = (step % self.minibatches).unsqueeze(1)                                     # (E, 1)
+        in_mb = (self.minibatch_of_sample == mb) & self.valid.flatten(1)
+        weight = in_mb / in_mb.sum(1, keepdim=True).clamp_min(1)
+        return weight, ctx_weight_mb[torch.arange(self.n), mb.squeeze(1)]
 
 
 def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
@@ -180,34 +395,19 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
     """
     configs = list(configs)
     check_budget(configs)
-    n_mem, n_ctx, vocab = len(configs), problem.n_contexts, problem.vocab_size
-    t_max = max(c.iterations for c in configs)
-    p_max = max(c.prompts for c in configs)
-    g_max = max(c.group_size for c in configs)
-    vec = lambda name, dtype=torch.float32: torch.tensor([getattr(c, name) for c in configs], dtype=dtype)
-    iters, epochs = vec("iterations", torch.long), vec("epochs", torch.long)
-    clip_eps, kl_coef = vec("clip_eps"), vec("kl_coef")
-    use_kl = bool((kl_coef > 0).any())
+    m = _Members(configs)
+    n_mem, n_ctx, vocab = m.n, problem.n_contexts, problem.vocab_size
+    p_max, g_max, k_max, t_max = m.p_max, m.g_max, m.k_max, m.t_max
 
     net = sft_policy(sft)
     theta = net.from_state_dict(sft.state_dict).repeat(n_mem, 1)           # (E, N)
     params, x1 = net.layout.views(theta), net.inputs(problem.contexts, n_mem)
-    opt = BatchedAdam(theta, vec("lr"))
-    ref_logp = sft.logp                                                     # (C, V)
+    opt = BatchedAdam(theta, m.lr)
+    sft_logp = sft.logp                                                     # (C, V)
+    ref_logp = sft_logp if not bool((m.ref_reset > 0).any()) else sft_logp.repeat(n_mem, 1, 1)
     rewards_cv = torch.stack([reward_table(problem, c, rm_table) for c in configs]).flatten(1)
-
-    # Masks for members with fewer prompts or smaller groups than the batch's largest.
-    g_idx, p_idx = torch.arange(g_max), torch.arange(p_max)
-    valid_p = p_idx < vec("prompts", torch.long).unsqueeze(1)               # (E, P)
-    valid = valid_p.unsqueeze(-1) & (g_idx < vec("group_size", torch.long).view(-1, 1, 1))
-    n_samples = valid.flatten(1).sum(1, keepdim=True)                       # (E, 1)
-    weight = (valid.flatten(1) / n_samples)                                 # (E, S)
-    uniform_shape = bool(valid.all())
-    same_iters = bool((iters == t_max).all())
-    same_epochs = bool((epochs == epochs[0]).all())
-    max_epochs = int(epochs.max())
-
     gens = [generator(c.seed) for c in configs]
+
     # Records are reduced once per CHUNK iterations, so memory stays bounded for long runs:
     # exact metrics of the policy after each iteration (row 0: the SFT start) and batch statistics.
     exact: dict[str, torch.Tensor] = {}
@@ -216,7 +416,8 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
     rewards_buf = torch.empty(CHUNK, n_mem, p_max, g_max)
     adv_buf = torch.empty(CHUNK, n_mem, p_max * g_max)
     zero_std_buf = torch.empty(CHUNK, n_mem, p_max, dtype=torch.bool)
-    tail_buf = torch.empty(CHUNK, n_mem, 3)
+    generated_buf = torch.empty(CHUNK, n_mem)
+    record_buf = torch.empty(CHUNK, n_mem, len(_STEP_RECORD))
     good_theta = theta.clone()                       # each member's last finite weights ...
     good_logp = torch.empty(n_mem, n_ctx, vocab)     # ... and policy
     first_bad = torch.full((n_mem,), t_max + 1)      # first iteration whose policy is non-finite
@@ -237,89 +438,161 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
             if not bool(finite.any()):
                 done = it
         if row == CHUNK - 1 or it == done:
-            chunk = policy_metrics(logp_buf[:row + 1], problem, rm_table, ref_logp)
+            chunk = policy_metrics(logp_buf[:row + 1], problem, rm_table, sft_logp)
             for name, values in chunk.items():
                 exact.setdefault(name, torch.empty(t_max + 1, n_mem))[it - row:it + 1] = values
         if it == done:
             break
         if row == 0:
             prompts_chunk, u_chunk = _draw(gens, configs, it, it + CHUNK, n_ctx,
-                                           (CHUNK, n_mem, p_max, g_max))
+                                           (CHUNK, n_mem, p_max, k_max, g_max))
+        if ref_logp.dim() == 3 and it > 0:  # reference reset (DeepSeek-R1): the policy becomes pi_ref
+            reset = (m.ref_reset > 0) & (it % m.ref_reset.clamp_min(1) == 0)
+            ref_logp = torch.where(reset.view(-1, 1, 1), logp, ref_logp)
 
         # Sample the groups and score them: no gradient flows through this block.
-        prompts, u = prompts_chunk[row], u_chunk[row]                       # (E, P), (E, P, G)
-        probs = logp.exp()
-        tokens = sample_categorical(probs.gather(1, prompts.unsqueeze(-1).expand(-1, -1, vocab)), u)
-        index = (prompts.unsqueeze(-1) * vocab + tokens).flatten(1)         # (E, S)
-        old_logp = logp.flatten(1).gather(1, index)
-        rewards = rewards_cv.gather(1, index).view(n_mem, p_max, g_max)
-        adv, zero_std = group_advantages(rewards, None if uniform_shape else valid)
+        prompts, index, rewards, generated = _sample_groups(
+            m, logp, rewards_cv, ref_logp, prompts_chunk[row], u_chunk[row])
+        old_logp = logp.flatten(1).gather(1, index)                         # (E, S)
+        adv, zero_std = _advantages(m, rewards)
         adv = adv.flatten(1)
-        ctx_weight = torch.zeros(n_mem, n_ctx).scatter_add_(
-            1, prompts, valid_p / valid_p.sum(1, keepdim=True))             # (E, C)
+        # Fraction of each minibatch's prompts at each context: (E, M, C).
+        mb_of_prompt = m.minibatch_of_sample.view(n_mem, p_max, g_max)[..., 0]
+        ctx_weight_mb = torch.zeros(n_mem, int(m.minibatches.max()), n_ctx)
+        ctx_weight_mb.index_put_((torch.arange(n_mem).unsqueeze(1).expand_as(prompts), mb_of_prompt,
+                                  prompts), m.valid_p.float(), accumulate=True)
+        ctx_weight_mb /= ctx_weight_mb.sum(-1, keepdim=True).clamp_min(1)
 
-        # `epochs` clipped policy-gradient steps on this batch.
-        clipped = torch.zeros(n_mem)
-        for epoch in range(max_epochs):
-            if epoch:
+        # epochs x minibatches clipped policy-gradient steps on this batch.
+        record = torch.zeros(n_mem, len(_STEP_RECORD))
+        weight = m.valid.flatten(1) / m.n_samples.unsqueeze(1)
+        ctx_weight = ctx_weight_mb[:, 0]
+        for step in range(m.steps_max):
+            if step:
                 logits, h1 = net.forward(params, x1)
                 logp = torch.log_softmax(logits, -1)
+            if not m.single_minibatch:
+                weight, ctx_weight = m.step_weights(step, ctx_weight_mb)
             dlogits, info = grpo_logits_grad(logp, ref_logp, index, old_logp, adv, weight,
-                                             ctx_weight, clip_eps, kl_coef, epoch == 0, use_kl)
-            clipped += info["n_clipped"]
-            if same_iters and same_epochs:
-                opt.step(net.backward(params, x1, h1, dlogits))
-                last_info = info
-            else:  # members past their own epochs or iterations sit this step out
-                active = (it < iters) & (epoch < epochs)
-                opt.step(net.backward(params, x1, h1, dlogits), active)
-                last_info = info if epoch == 0 else {
-                    k: torch.where(epoch < epochs, v, last_info[k]) for k, v in info.items()}
+                                             ctx_weight, None, m.kl_coef, step == 0, m.use_kl,
+                                             terms=m.terms)
+            grad = net.backward(params, x1, h1, dlogits)
+            info["grad_norm"] = grad.norm(dim=1)
+            values = torch.stack([info[k].float() for k in _STEP_RECORD], dim=1)   # (E, R)
+            if m.lockstep:
+                opt.step(grad)
+                record += values
+            else:  # members past their own steps or iterations sit this step out
+                active = (it < m.iterations) & (step < m.steps)
+                opt.step(grad, active)
+                record += values * active.unsqueeze(1)
         logits, h1 = net.forward(params, x1)
 
         rewards_buf[row], adv_buf[row], zero_std_buf[row] = rewards, adv, zero_std
-        tail_buf[row] = torch.stack([clipped, last_info["policy_loss"], last_info["kl"]], dim=1)
+        generated_buf[row], record_buf[row] = generated, record
         if on_iteration is not None and on_iteration(it + 1, t_max) is False:
             done = it + 1
         if row == CHUNK - 1 or it + 1 == done:
-            stats[it - row:it + 1] = _batch_stats(rewards_buf[:row + 1], adv_buf[:row + 1],
-                                                  zero_std_buf[:row + 1], tail_buf[:row + 1],
-                                                  valid, epochs)
+            stats[it - row:it + 1] = _batch_stats(
+                m, rewards_buf[:row + 1], adv_buf[:row + 1], zero_std_buf[:row + 1],
+                generated_buf[:row + 1], record_buf[:row + 1])
 
     # Iterations each member keeps: its own count, up to a stop, before any non-finite policy.
-    kept = torch.minimum(iters.clamp_max(done), first_bad - 1)
+    kept = torch.minimum(m.iterations.clamp_max(done), first_bad - 1)
     results = []
     for e, cfg in enumerate(configs):
         n = int(kept[e])
         status = "diverged" if n < min(cfg.iterations, done) else "stopped" if n < cfg.iterations else ""
         results.append(_result(problem, net, cfg, n, status, good_theta[e], good_logp[e],
                                {k: v[1:n + 1, e] for k, v in exact.items()}, stats[:n, e],
-                               rm_table, ref_logp))
+                               rm_table, sft_logp))
     return results
 
 
-def _batch_stats(rewards, adv, zero_std, tail, valid, epochs):
+def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
+    """Draw each member's groups from the policy and score them.
+
+    logp (E, C, V); prompts (E, P, K) and u (E, P, K, G) the member's draws for K tries per slot.
+    With dynamic sampling (K > 1), a slot takes its first try whose rewards are not all equal, or
+    its last allowed try. With the KL placed in the reward, r <- r - beta * k(v) (exact: KL_c).
+    Returns prompts (E, P), index (E, S), rewards (E, P, G), generated samples (E,).
+    """
+    n_mem, vocab = logp.shape[0], logp.shape[-1]
+    p_max, k_max, g_max = u.shape[1], u.shape[2], u.shape[3]
+    probs = logp.exp()
+    flat_prompts = prompts.flatten(1)                                       # (E, P K)
+    tokens = sample_categorical(probs.gather(1, flat_prompts.unsqueeze(-1).expand(-1, -1, vocab)),
+                                u.flatten(1, 2))                            # (E, P K, G)
+    index = flat_prompts.unsqueeze(-1) * vocab + tokens
+    rewards = rewards_cv.gather(1, index.flatten(1)).view(n_mem, p_max, k_max, g_max)
+    if bool((m.beta_reward > 0).any()):
+        log_ratio = (logp - ref_logp).flatten(-2)
+        if log_ratio.dim() == 1:
+            log_ratio = log_ratio.expand(n_mem, -1)
+        lr_s = log_ratio.gather(1, index.flatten(1))
+        k_value, _ = sampled_kl(lr_s, m.reward_k_code.clamp_min(1))
+        kl_ctx = (probs * (logp - ref_logp)).sum(-1)                        # (E, C)
+        exact_value = kl_ctx.gather(1, flat_prompts).unsqueeze(-1).expand(-1, -1, g_max).flatten(1)
+        k_value = torch.where(m.reward_k_code == 0, exact_value, k_value)
+        rewards = rewards - (m.beta_reward * k_value).view_as(rewards)
+    if k_max == 1:
+        generated = m.n_samples.float()
+        return prompts[..., 0], index.flatten(1), rewards[:, :, 0], generated
+    valid = m.valid.unsqueeze(2)                                            # (E, P, 1, G)
+    hi = torch.where(valid, rewards, -torch.inf).amax(-1)
+    lo = torch.where(valid, rewards, torch.inf).amin(-1)
+    allowed = torch.arange(k_max) < m.tries.view(-1, 1, 1)                 # (E, 1, K)
+    signal = (hi > lo) & allowed                                            # (E, P, K)
+    last = (m.tries - 1).view(-1, 1)
+    choice = torch.where(signal.any(-1), signal.int().argmax(-1), last)     # (E, P)
+    pick = lambda t: t.gather(2, choice.view(n_mem, p_max, 1, *([1] * (t.dim() - 3))).expand(
+        *t.shape[:2], 1, *t.shape[3:])).squeeze(2)
+    index = pick(index.view(n_mem, p_max, k_max, g_max))
+    generated = ((choice + 1) * m.valid.sum(-1)).sum(1).float()
+    return pick(prompts), index.flatten(1), pick(rewards), generated
+
+
+def _advantages(m: _Members, rewards):
+    """Advantages (E, P, G) with each member's own estimator, and zero-std flags (E, P)."""
+    valid = m.valid
+    kinds = sorted(set(m.estimators))
+    if len(kinds) == 1:
+        return advantages(rewards, valid, kinds[0])
+    adv, zero_std = advantages(rewards, valid, kinds[0])
+    for kind in kinds[1:]:
+        use = torch.tensor([k == kind for k in m.estimators])
+        other, _ = advantages(rewards, valid, kind)
+        adv = torch.where(use.view(-1, 1, 1), other, adv)
+    return adv, zero_std
+
+
+def _batch_stats(m: _Members, rewards, adv, zero_std, generated, record):
     """Per-iteration batch statistics (T, E, len(BATCH_COLUMNS)) from the stored samples:
-    rewards (T, E, P, G), adv (T, E, S), zero_std (T, E, P), tail (T, E, 3) = clipped count summed
-    over epochs, last epoch's policy loss and batch KL."""
-    valid_p = valid[..., 0]
-    n_valid = valid.sum((1, 2))                                            # (E,)
+    rewards (T, E, P, G), adv (T, E, S), zero_std (T, E, P), generated (T, E) and record (T, E, R)
+    the per-step values summed over each member's steps."""
+    valid, valid_p = m.valid, m.valid_p
+    n_valid = m.n_samples                                                   # (E,)
     masked = torch.where(valid, rewards, 0.0)
+    rec = dict(zip(_STEP_RECORD, record.unbind(-1)))
+    per_step = n_valid * m.steps
+    low, high = rec["n_clip_low"] / per_step, rec["n_clip_high"] / per_step
     return torch.stack([
+        generated,
         masked.sum((2, 3)) / n_valid,
         masked[:, :, 0].sum(2) / valid[:, 0].sum(1),
         adv.abs().sum(2) / n_valid,
         (zero_std & valid_p).sum(2) / valid_p.sum(1),
-        tail[..., 0] / (n_valid * epochs),
-        tail[..., 1], tail[..., 2]], dim=-1)
+        low + high, low, high,
+        rec["policy_loss"] / m.steps, rec["kl"] / m.steps, rec["kl_estimate"] / m.steps,
+        rec["grad_norm"] / m.steps], dim=-1)
 
 
 def _result(problem, net, cfg, n, status, theta_row, final_logp, exact, stats, rm_table, ref_logp):
     """One member's RunResult: n iterations kept, its final weights and policy, its records."""
     hist = {"iteration": torch.arange(1, n + 1).numpy(),
-            "samples": (torch.arange(1, n + 1) * cfg.samples_per_iteration).numpy()}
+            "samples": stats[:, 0].round().long().cumsum(0).numpy()}
     hist.update({k: exact[k].numpy() for k in EXACT_COLUMNS if k in exact})
-    hist.update({k: stats[:, j].numpy() for j, k in enumerate(BATCH_COLUMNS)})
+    hist.update({k: stats[:, j].numpy() for j, k in enumerate(BATCH_COLUMNS) if k != "generated"})
     final = policy_metrics(final_logp, problem, rm_table, ref_logp, per_context=True)
     per_context = pd.DataFrame({"context": range(problem.n_contexts),
                                 **{k: v.numpy() for k, v in final.items()},

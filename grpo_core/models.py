@@ -168,41 +168,45 @@ class BatchedAdam:
         theta <- theta - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
     `step(grad, active)` updates only the members where `active (E,)` is true; the others keep
-    their parameters, moments and step counts, so members with fewer epochs or iterations than the
-    rest of the batch follow exactly the trajectory they would follow alone.
+    their parameters, moments and step counts. Both paths do the same float operations in the same
+    order, so a member that sits some steps out follows bit for bit the trajectory it would follow
+    alone.
     """
 
     def __init__(self, theta: torch.Tensor, lr: torch.Tensor, betas=(0.9, 0.999), eps=1e-8):
         self.theta = theta
-        self.lr = lr.reshape(-1, 1).to(theta.dtype)           # (E, 1)
-        self.same_lr = float(self.lr[0]) if bool((self.lr == self.lr[0]).all()) else None
+        self.lr = lr.reshape(-1, 1).double()                  # (E, 1)
         self.b1, self.b2 = betas
         self.eps = eps
         self.m = torch.zeros_like(theta)
         self.v = torch.zeros_like(theta)
-        self.steps = 0                    # step count while every member has taken every step
-        self.t: torch.Tensor | None = None  # (E, 1) per-member step counts, once they differ
+        self.steps = 0                      # step count while every member takes every step
+        self.t: torch.Tensor | None = None  # (E, 1) float64 per-member counts, once they differ
 
     def step(self, grad: torch.Tensor, active: torch.Tensor | None = None) -> None:
         """One Adam step with grad (E, N); `active (E,)` bool selects the members to update."""
         b1, b2 = self.b1, self.b2
         if active is None and self.t is None:
             self.steps += 1
+            t = torch.tensor(float(self.steps), dtype=torch.float64)
             self.m.lerp_(grad, 1 - b1)
             self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            denom = self.v.sqrt().mul_((1 - b2 ** self.steps) ** -0.5).add_(self.eps)
-            if self.same_lr is not None:
-                self.theta.addcdiv_(self.m, denom, value=-self.same_lr / (1 - b1 ** self.steps))
-            else:
-                self.theta.addcdiv_(self.m * self.lr, denom, value=-1 / (1 - b1 ** self.steps))
-            return
-        if self.t is None:
-            self.t = torch.full_like(self.lr, float(self.steps))
-        act = torch.ones_like(self.t, dtype=torch.bool) if active is None else active.reshape(-1, 1)
-        self.t += act
-        self.m = torch.where(act, self.m.lerp(grad, 1 - b1), self.m)
-        self.v = torch.where(act, b2 * self.v + (1 - b2) * grad * grad, self.v)
-        t = self.t.clamp_min(1)
-        denom = self.v.sqrt() / (1 - b2 ** t).sqrt() + self.eps
-        update = self.m / denom * (self.lr / (1 - b1 ** t))
-        self.theta.sub_(torch.where(act, update, 0.0))
+            m, v = self.m, self.v
+        else:
+            if self.t is None:
+                self.t = torch.full_like(self.lr, float(self.steps))
+            act = (torch.ones_like(self.t, dtype=torch.bool) if active is None
+                   else active.reshape(-1, 1))
+            self.t += act
+            t = self.t.clamp_min(1)
+            m = self.m.lerp(grad, 1 - b1)
+            v = self.v.mul(b2).addcmul_(grad, grad, value=1 - b2)
+            self.m = torch.where(act, m, self.m)
+            self.v = torch.where(act, v, self.v)
+        # Bias corrections in float64, rounded once to float32 (as torch.optim's Python floats are).
+        inv_bc2 = ((1 - b2 ** t) ** -0.5).float()
+        step_size = (-self.lr / (1 - b1 ** t)).float()                      # (E, 1)
+        update = (m * step_size).div_(v.sqrt().mul_(inv_bc2).add_(self.eps))
+        if active is not None:
+            update = torch.where(act, update, 0.0)
+        self.theta.add_(update)

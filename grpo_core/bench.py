@@ -1,0 +1,135 @@
+"""Timing figures for `python -m grpo_core bench`: printed, never asserted (machines are noisy).
+
+Ours: the notebook workload (median of rounds), a 64-run group-size sweep as one batch, one cold
+default GRPO run, and the process's peak RSS. Reference, when the seed notebook script is found:
+it runs as a subprocess with `python -u` and each stdout line is timestamped as it arrives, which
+gives its total compute time and the time of its group-size sweep alone.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from .config import GRPOConfig
+from .pipeline import build_upstream, run_many, run_notebook, sweep_configs
+
+SWEEP_GROUP_SIZES = (2, 4, 8, 16)
+SWEEP_SEEDS = 16
+SWEEP_ITERATIONS = 300
+DEFAULT_REFERENCE = Path("..") / "shared" / "bench" / "seed_notebook.py"
+# The seed notebook prints these around its group-size sweep cells.
+SWEEP_START, SWEEP_END = "Group size G=2", "Correct tokens per context:"
+
+
+def find_reference(path: str | None = None) -> Path | None:
+    """The seed notebook script: `path` if given, else ../shared/bench/seed_notebook.py from the cwd."""
+    candidate = Path(path) if path is not None else Path.cwd() / DEFAULT_REFERENCE
+    return candidate.resolve() if candidate.is_file() else None
+
+
+def notebook_seconds(rounds: int) -> list[float]:
+    """compute_seconds of run_notebook, once per round."""
+    return [run_notebook().compute_seconds for _ in range(rounds)]
+
+
+def sweep64_seconds() -> float:
+    """G in 2, 4, 8, 16 x 16 seeds at 300 iterations: 64 runs in one run_many call (upstream ready)."""
+    up = build_upstream()
+    configs = sweep_configs(GRPOConfig(iterations=SWEEP_ITERATIONS), SWEEP_GROUP_SIZES, SWEEP_SEEDS)
+    start = time.perf_counter()
+    run_many(up, configs)
+    return time.perf_counter() - start
+
+
+def grpo_default_seconds() -> float:
+    """One default GRPO run from nothing: task, SFT and reward model are built too, none reused."""
+    start = time.perf_counter()
+    run_many(build_upstream(), [GRPOConfig()])
+    return time.perf_counter() - start
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is KB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def time_reference(script: Path) -> dict:
+    """Run the seed notebook script, timestamping its stdout lines as they arrive.
+
+    Returns compute_seconds (the line it prints), sweep_seconds (from its "Group size G=2" line to
+    its "Correct tokens per context:" line), wall_seconds and returncode; missing figures are None.
+    """
+    found = {"compute_seconds": None, "sweep_seconds": None}
+    sweep_start = None
+    start = time.perf_counter()
+    with subprocess.Popen([sys.executable, "-u", str(script)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, cwd=script.parent) as proc:
+        for line in proc.stdout:
+            now, line = time.perf_counter(), line.strip()
+            if line.startswith(SWEEP_START):
+                sweep_start = now
+            elif line == SWEEP_END and sweep_start is not None:
+                found["sweep_seconds"] = now - sweep_start
+            elif line.startswith("compute_seconds:"):
+                try:
+                    found["compute_seconds"] = float(line.split(":", 1)[1])
+                except ValueError:
+                    pass
+    return {**found, "wall_seconds": time.perf_counter() - start, "returncode": proc.returncode,
+            "script": str(script)}
+
+
+def run(rounds: int = 3, reference: Path | None = None,
+        log: Callable[[str], None] | None = None) -> dict:
+    """Measure everything; `log` receives human-readable lines as figures come in.
+
+    The last four lines logged are `name: value` for notebook_seconds, sweep64_seconds,
+    grpo_default_seconds and peak_rss_mb, in that order.
+    """
+    say = log or (lambda line: None)
+    rounds_s = notebook_seconds(rounds)
+    figures = {"notebook_seconds": statistics.median(rounds_s)}
+    say(f"notebook workload (run_notebook): rounds "
+        f"{', '.join(f'{s:.3f}s' for s in rounds_s)} -> median {figures['notebook_seconds']:.3f}s")
+    figures["sweep64_seconds"] = sweep64_seconds()
+    say(f"sweep: G in {', '.join(map(str, SWEEP_GROUP_SIZES))} x {SWEEP_SEEDS} seeds, "
+        f"{SWEEP_ITERATIONS} iterations ({len(SWEEP_GROUP_SIZES) * SWEEP_SEEDS} runs, one batch): "
+        f"{figures['sweep64_seconds']:.3f}s")
+    figures["grpo_default_seconds"] = grpo_default_seconds()
+    say(f"default GRPO run, cold (task + SFT + reward model + 500 iterations): "
+        f"{figures['grpo_default_seconds']:.3f}s")
+    figures["peak_rss_mb"] = peak_rss_mb()
+
+    result = {**figures, "notebook_rounds": rounds_s, "reference": None}
+    if reference is None:
+        say("reference: seed notebook script not found (pass --reference PATH); skipped")
+    else:
+        say(f"reference: running {reference} with python -u (takes a while) ...")
+        ref = time_reference(reference)
+        result["reference"] = ref
+        if ref["returncode"] != 0:
+            say(f"reference: exited with status {ref['returncode']}")
+        say(f"reference compute_seconds: {_fmt(ref['compute_seconds'])}")
+        say(f"reference group-size sweep seconds (4 runs, G=2..16): {_fmt(ref['sweep_seconds'])}")
+        if ref["compute_seconds"]:
+            result["speedup"] = ref["compute_seconds"] / figures["notebook_seconds"]
+            say(f"speed-up, seed notebook compute / ours: {result['speedup']:.1f}x")
+        if ref["sweep_seconds"]:
+            result["sweep_ratio"] = figures["sweep64_seconds"] / ref["sweep_seconds"]
+            say(f"sweep64_seconds / seed's 4-run sweep seconds: {result['sweep_ratio']:.4f} "
+                f"(target <= 0.25)")
+    say(f"notebook_seconds: {figures['notebook_seconds']:.3f}")
+    say(f"sweep64_seconds: {figures['sweep64_seconds']:.3f}")
+    say(f"grpo_default_seconds: {figures['grpo_default_seconds']:.3f}")
+    say(f"peak_rss_mb: {figures['peak_rss_mb']:.1f}")
+    return result
+
+
+def _fmt(seconds: float | None) -> str:
+    return "not found in its output" if seconds is None else f"{seconds:.3f}"
