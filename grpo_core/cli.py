@@ -62,6 +62,8 @@ RM = Group("rm", RewardModelConfig, "rm-", "reward model (RewardModelConfig)")
 UPSTREAM = (PROBLEM, SFT, RM)
 GRPO = Group("grpo", GRPOConfig, "", "GRPO run (GRPOConfig)")
 RLVR = Group("rlvr", RLVRConfig, "", "RLVR run (RLVRConfig)")
+COMPARE_GRPO = Group("grpo", GRPOConfig, "grpo-", "GRPO runs (GRPOConfig)")
+COMPARE_RLVR = Group("rlvr", RLVRConfig, "rlvr-", "RLVR runs (RLVRConfig)")
 
 COMMANDS = {  # name -> (help, config groups, default --seeds or None)
     "sft": ("Train the SFT policy and show its exact metrics.", (PROBLEM, SFT), None),
@@ -70,8 +72,7 @@ COMMANDS = {  # name -> (help, config groups, default --seeds or None)
     "rlvr": ("GRPO with the verifiable reward (RLVR).", (*UPSTREAM, RLVR), 1),
     "sweep": ("GRPO at several group sizes, several seeds each.", (*UPSTREAM, GRPO), 8),
     "compare": ("GRPO vs RLVR, per context, several seeds each.",
-                (*UPSTREAM, Group("grpo", GRPOConfig, "grpo-", "GRPO runs (GRPOConfig)"),
-                 Group("rlvr", RLVRConfig, "rlvr-", "RLVR runs (RLVRConfig)")), 8),
+                (*UPSTREAM, COMPARE_GRPO, COMPARE_RLVR), 8),
 }
 SKIP = {"sweep": {"group_size"}}  # sweep takes --group-sizes instead
 
@@ -376,9 +377,8 @@ def cmd_sweep(args) -> tuple[dict, str]:
 
 def cmd_compare(args) -> tuple[dict, str]:
     from .pipeline import compare_table, reference_metrics, run_many
-    groups = COMMANDS["compare"][1]
     upstream_cfgs, build = _upstream(args)
-    grpo_cfg, rlvr_cfg = make_config(groups[3], args), make_config(groups[4], args)
+    grpo_cfg, rlvr_cfg = make_config(COMPARE_GRPO, args), make_config(COMPARE_RLVR, args)
     n_seeds = _int_flag("--seeds", args.seeds, 1, MAX_SEEDS)
     grpo_runs = _seeded(grpo_cfg, n_seeds, "--grpo-seed")
     rlvr_runs = _seeded(rlvr_cfg, n_seeds, "--rlvr-seed")

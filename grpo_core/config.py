@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -49,14 +50,15 @@ def _check_field(cfg_type: type, f: dataclasses.Field, value: Any) -> Any:
             raise ConfigError(f.name, f"expected true or false, got {value!r}")
         return value
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or value != int(value)):
             raise ConfigError(f.name, f"expected a whole number, got {value!r}")
         value = int(value)
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f.name, f"expected a number, got {value!r}")
         value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ConfigError(f.name, f"expected a finite number, got {value!r}")
     elif kind is str:
         if not isinstance(value, str):

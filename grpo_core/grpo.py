@@ -420,22 +420,24 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
     record_buf = torch.empty(CHUNK, n_mem, len(_STEP_RECORD))
     good_theta = theta.clone()                       # each member's last finite weights ...
     good_logp = torch.empty(n_mem, n_ctx, vocab)     # ... and policy
-    first_bad = torch.full((n_mem,), t_max + 1)      # first iteration whose policy is non-finite
-    done = t_max
+    first_bad = torch.full((n_mem,), t_max + 1)      # first iteration with a non-finite policy or loss
+    done, diverged = t_max, False
     logits, h1 = net.forward(params, x1)
     for it in range(t_max + 1):
         row = it % CHUNK
         logp = torch.log_softmax(logits, -1)                                # (E, C, V)
         logp_buf[row] = logp
-        if bool(torch.isfinite(logp).all()):
+        if not diverged and bool(torch.isfinite(logp).all()):
             good_theta.copy_(theta)
             good_logp.copy_(logp)
         else:  # a diverged member keeps its last finite state; the others go on
             finite = torch.isfinite(logp).flatten(1).all(1)
             first_bad = torch.where(~finite & (first_bad > it), it, first_bad)
-            good_theta = torch.where(finite.unsqueeze(1), theta, good_theta)
-            good_logp = torch.where(finite.view(-1, 1, 1), logp, good_logp)
-            if not bool(finite.any()):
+            ok = (first_bad > it).unsqueeze(1)
+            good_theta = torch.where(ok, theta, good_theta)
+            good_logp = torch.where(ok.unsqueeze(2), logp, good_logp)
+            diverged = True
+            if not bool((first_bad > it).any()):
                 done = it
         if row == CHUNK - 1 or it == done:
             chunk = policy_metrics(logp_buf[:row + 1], problem, rm_table, sft_logp)
@@ -477,7 +479,7 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
                                              ctx_weight, None, m.kl_coef, step == 0, m.use_kl,
                                              terms=m.terms)
             grad = net.backward(params, x1, h1, dlogits)
-            info["grad_norm"] = grad.norm(dim=1)
+            info["grad_norm"] = torch.linalg.vector_norm(grad, dim=1, dtype=torch.float64)
             values = torch.stack([info[k].float() for k in _STEP_RECORD], dim=1)   # (E, R)
             if m.lockstep:
                 opt.step(grad)
@@ -488,6 +490,10 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
                 record += values * active.unsqueeze(1)
         logits, h1 = net.forward(params, x1)
 
+        if not bool(torch.isfinite(record).all()):  # a non-finite loss or gradient: stop there
+            bad = ~torch.isfinite(record).all(1) & (first_bad > it + 1)
+            first_bad = torch.where(bad, it + 1, first_bad)
+            diverged = True
         rewards_buf[row], adv_buf[row], zero_std_buf[row] = rewards, adv, zero_std
         generated_buf[row], record_buf[row] = generated, record
         if on_iteration is not None and on_iteration(it + 1, t_max) is False:

@@ -1,0 +1,40 @@
+"""GRPO on the learned reward model, over many seeds at once."""
+import streamlit as st
+
+import ui
+from grpo_core import GRPOConfig, seed_configs
+
+ui.page("GRPO")
+st.title("GRPO on the learned reward model")
+st.markdown("Each iteration samples a group of G responses per prompt, scores them with the reward "
+            "model, normalizes the rewards within each group and takes clipped policy steps.")
+
+with st.sidebar:
+    st.header("GRPO settings")
+    cfg = ui.make_config(GRPOConfig, **ui.config_controls(GRPOConfig, "grpo"))
+    n_seeds = ui.seeds_control("grpo")
+    show_runs = st.checkbox("show individual runs", key="grpo_show_runs", bind="query-params",
+                            persist_state="session", help="Draw every seed's curve faintly behind the mean.")
+    ui.reset_button([(GRPOConfig, "grpo", None)], {"grpo_seeds": ui.SEEDS_DEFAULT, "grpo_show_runs": False})
+
+up = ui.stored_upstream()
+results = ui.train(up, seed_configs(cfg, n_seeds))
+ui.show_stopped(results)
+ui.summary(results, up)
+
+runs = {f"GRPO ({n_seeds} seeds)": [r.history for r in results]}
+ui.show_grid([
+    ui.band_chart(runs, "true_reward", "Expected true reward, exact", y_title="true reward",
+                  rules=ui.reward_rules(up), show_runs=show_runs),
+    ui.band_chart(runs, "rm_reward", "Expected reward-model reward, exact", y_title="RM score",
+                  show_runs=show_runs, faint=(f"one group, seed {cfg.seed} (notebook's metric)",
+                                              results[0].history, "first_group_reward")),
+])
+st.caption("The notebook tracks the reward of a single sampled group per iteration (grey), which is "
+           "mostly sampling noise; the lines here are exact expectations over all tokens.")
+ui.show_grid(ui.diagnostics(runs, show_runs))
+
+st.header("The final policy, context by context")
+ui.final_policy_view(results, up, "GRPO", "grpo", ui.GRPO_COLOR)
+st.caption("Where the reward model's top token is not the correct one (see Setup), GRPO moves "
+           "probability onto the reward model's favourite instead.")

@@ -1,0 +1,33 @@
+"""Compare: SFT, GRPO and RLVR side by side, context by context."""
+import streamlit as st
+
+import ui
+from grpo_core import GRPOConfig, RLVRConfig, compare_table, seed_configs
+
+ui.page("Compare")
+st.title("Compare SFT, GRPO and RLVR")
+
+grpo_cfg, rlvr_cfg = ui.stored_config(GRPOConfig, "grpo"), ui.stored_config(RLVRConfig, "rlvr")
+grpo_seeds, rlvr_seeds = ui.stored_seeds("grpo"), ui.stored_seeds("rlvr")
+st.markdown("Both methods start from the same SFT policy and use the settings chosen on their pages.")
+st.caption(f"GRPO: {ui.describe(grpo_cfg)}, {grpo_seeds} seeds · RLVR: {ui.describe(rlvr_cfg)}, "
+           f"{rlvr_seeds} seeds (change them on the GRPO and RLVR pages).")
+up = ui.stored_upstream()
+grpo = ui.train(up, seed_configs(grpo_cfg, grpo_seeds))
+rlvr = ui.train(up, seed_configs(rlvr_cfg, rlvr_seeds))
+ui.show_stopped(grpo + rlvr)
+
+names = {"grpo": "GRPO", "rlvr": "RLVR"}
+table = compare_table(up, {"grpo": grpo, "rlvr": rlvr})
+st.info(ui.compare_notice(table, up))
+ui.show(ui.compare_chart(table, names))
+
+st.header("Per context")
+view = ui.compare_view(table, names)
+st.dataframe(view, hide_index=True, column_config=ui.number_formats(view))
+st.caption("Exact expected true reward of each final policy. Spread: min – max over seeds. "
+           "Beats SFT: ✓ when the mean does, and how many seeds do.")
+
+st.header("Per seed")
+seeds = ui.seed_table({"GRPO": grpo, "RLVR": rlvr}, up)
+st.dataframe(seeds, hide_index=True, column_config=ui.number_formats(seeds), height=300)

@@ -1,0 +1,106 @@
+"""Property-based tests over the config space: valid configs train to finite metrics, invalid ones
+are rejected with a message naming the field, and arbitrary documents never raise anything but
+ConfigError."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grpo_core import ConfigError, GRPOConfig, RLVRConfig, build_upstream, run_many
+from grpo_core.config import config_fields
+from grpo_core.experiment import experiment_from_json
+
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Sizes kept small so each example trains in a fraction of a second; the rest spans the full range.
+SMALL = {"iterations": 12, "prompts": 6, "group_size": 12, "epochs": 3, "minibatches": 3,
+         "dynamic_sampling": 3, "ref_reset_every": 8}
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    return build_upstream()
+
+
+def _value(f, draw):
+    meta = f.metadata
+    if meta.get("choices"):
+        return draw(st.sampled_from(meta["choices"]))
+    lo, hi = meta["lo"], SMALL.get(f.name, meta["hi"])
+    if isinstance(f.default, int):
+        return draw(st.integers(lo, hi))
+    if meta.get("log"):
+        return min(max(math.exp(draw(st.floats(math.log(lo), math.log(hi)))), lo), hi)
+    return draw(st.floats(lo, hi, allow_nan=False))
+
+
+@st.composite
+def run_configs(draw):
+    cls = draw(st.sampled_from([GRPOConfig, RLVRConfig]))
+    values = {f.name: _value(f, draw) for f in config_fields(cls)}
+    values["minibatches"] = min(values["minibatches"], values["prompts"])
+    if 0 < values["dual_clip"] <= 1:
+        values["dual_clip"] = 0.0
+    return cls(**values)
+
+
+@FAST
+@given(st.lists(run_configs(), min_size=1, max_size=3))
+def test_any_valid_config_trains_to_finite_metrics(upstream, configs):
+    results = run_many(upstream, configs)
+    for cfg, res in zip(configs, results):
+        hist = res.history
+        assert len(hist) <= cfg.iterations
+        assert len(hist) == cfg.iterations or res.stopped
+        numbers = hist.select_dtypes("number").to_numpy(dtype=float)
+        assert np.isfinite(numbers).all(), f"non-finite metrics for {cfg}"
+        assert np.isfinite(res.final_logp.numpy()).all()
+        assert np.allclose(res.final_logp.exp().sum(-1).numpy(), 1.0, atol=1e-4)
+
+
+@st.composite
+def invalid_field(draw):
+    cls = draw(st.sampled_from([GRPOConfig, RLVRConfig]))
+    f = draw(st.sampled_from(config_fields(cls)))
+    meta = f.metadata
+    if meta.get("choices"):
+        bad = draw(st.one_of(st.text(max_size=8).filter(lambda s: s not in meta["choices"]),
+                             st.integers(), st.none()))
+    else:
+        bad = draw(st.one_of(
+            st.just(meta["lo"] - 1 if isinstance(f.default, int) else meta["lo"] - 1e-3),
+            st.just(meta["hi"] + 1),
+            st.just(float("nan")), st.just(float("inf")), st.text(max_size=5), st.none(),
+            st.just(True), st.lists(st.integers(), max_size=2)))
+    return cls, f.name, bad
+
+
+@FAST
+@given(invalid_field())
+def test_any_invalid_value_is_rejected_naming_the_field(case):
+    cls, name, bad = case
+    with pytest.raises(ConfigError) as err:
+        cls(**{name: bad})
+    assert name in str(err.value)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12)
+field_names = st.sampled_from(["kind", "seeds", "run", "problem", "sft", "reward_model",
+                               "group_size", "lr", "iterations", "vocab_size", "seed"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(field_names, json_values, max_size=5) | json_values)
+def test_arbitrary_documents_raise_only_config_errors(doc):
+    text = json.dumps(doc)
+    try:
+        experiment_from_json(text)
+    except ConfigError as err:
+        assert str(err)
