@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -465,8 +466,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(_plain(out)))
-    elif text:
-        print(text)
+    try:
+        if args.json:
+            print(json.dumps(_plain(out)))
+        elif text:
+            print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`: the reader left, which is not an error
+        sys.stdout = open(os.devnull, "w")
     return 0
