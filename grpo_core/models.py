@@ -154,11 +154,34 @@ class RewardNet:
 
     def scores(self, theta: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
         """theta (E, N), contexts (C, D) -> reward table (E, C, V)."""
-        p = self.layout.views(theta)
-        ctx = torch.einsum("cd,edh->ech", contexts, p["wx"])            # (E, C, H)
-        tok = torch.bmm(p["embed"], p["we"]) + p["b1"].unsqueeze(1)      # (E, V, H)
-        hidden = torch.relu(ctx.unsqueeze(2) + tok.unsqueeze(1))        # (E, C, V, H)
-        return torch.einsum("ecvh,eh->ecv", hidden, p["w2"]) + p["b2"].unsqueeze(-1)
+        return self.forward(self.layout.views(theta), contexts)[0]
+
+    @staticmethod
+    def forward(params: dict[str, torch.Tensor], contexts: torch.Tensor):
+        """params (views of theta), contexts (C, D) -> (scores (E, C, V), hidden (E, C, V, H))."""
+        ctx = torch.matmul(contexts, params["wx"])                                  # (E, C, H)
+        tok = torch.baddbmm(params["b1"].unsqueeze(1), params["embed"], params["we"])  # (E, V, H)
+        hidden = torch.relu(ctx.unsqueeze(2) + tok.unsqueeze(1))                   # (E, C, V, H)
+        scores = torch.matmul(hidden, params["w2"].view(-1, 1, params["w2"].shape[-1], 1))
+        return scores.squeeze(-1).add_(params["b2"].unsqueeze(-1)), hidden
+
+    @staticmethod
+    def backward(params: dict[str, torch.Tensor], contexts: torch.Tensor, hidden: torch.Tensor,
+                 dscores: torch.Tensor) -> torch.Tensor:
+        """Gradient (E, N) given dloss/dscores (E, C, V), by hand (tests check it against autograd):
+            dw2 = sum_cv dS h,  db2 = sum_cv dS,  dPre = dS w2 [h > 0],
+            dWx = X^T sum_v dPre,  dU = sum_c dPre,  db1 = sum_v dU,  dWe = E^T dU,  dE = dU We^T
+        """
+        n = dscores.shape[0]
+        dpre = (dscores.unsqueeze(-1) * params["w2"].view(n, 1, 1, -1)).mul_(hidden > 0)
+        dctx, dtok = dpre.sum(2), dpre.sum(1)                                   # (E, C, H), (E, V, H)
+        parts = (torch.bmm(dtok, params["we"].transpose(1, 2)),                  # embed
+                 torch.matmul(contexts.T, dctx),                                  # wx
+                 torch.bmm(params["embed"].transpose(1, 2), dtok),                # we
+                 dtok.sum(1),                                                     # b1
+                 torch.einsum("ecv,ecvh->eh", dscores, hidden),                   # w2
+                 dscores.sum((1, 2)).unsqueeze(1))                                # b2
+        return torch.cat([g.reshape(n, -1) for g in parts], dim=1)
 
 
 class BatchedAdam:

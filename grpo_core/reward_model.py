@@ -45,8 +45,9 @@ def train_reward_model(problem: Problem, cfg: RewardModelConfig = RewardModelCon
     gen = generator(cfg.seed)
     n_ctx, vocab, batch = problem.n_contexts, problem.vocab_size, cfg.batch_pairs
     net = RewardNet(problem.contexts.shape[1], cfg.hidden_dim, vocab)
-    theta = net.init(gen).unsqueeze(0).requires_grad_(True)
-    opt = BatchedAdam(theta.data, torch.tensor([cfg.lr]))
+    theta = net.init(gen).unsqueeze(0)                                     # (1, N)
+    params = net.layout.views(theta)
+    opt = BatchedAdam(theta, torch.tensor([cfg.lr]))
 
     # All comparisons up front: (steps, B) contexts, the two tokens and the label.
     ctx = torch.randint(0, n_ctx, (cfg.steps, batch), generator=gen)
@@ -57,20 +58,24 @@ def train_reward_model(problem: Problem, cfg: RewardModelConfig = RewardModelCon
     label = (torch.rand(cfg.steps, batch, generator=gen) < p_a).float()
     idx_a, idx_b = ctx * vocab + tok_a, ctx * vocab + tok_b
 
-    losses = torch.empty(cfg.steps)
-    score_hist = torch.empty(cfg.steps, n_ctx, vocab)
+    margins = torch.empty(cfg.steps, batch)
+    score_hist = torch.empty(cfg.steps + 1, n_ctx, vocab)   # before each step, and after the last
+    zeros = torch.zeros(1, n_ctx * vocab)
     for step in range(cfg.steps):
-        scores = net.scores(theta, problem.contexts)[0]                     # (C, V)
-        flat = scores.reshape(-1)
-        margin = flat[idx_a[step]] - flat[idx_b[step]]
-        loss = F.binary_cross_entropy_with_logits(margin, label[step])
-        (grad,) = torch.autograd.grad(loss, theta)
-        opt.step(grad)
-        losses[step] = loss.detach()
-        score_hist[step] = scores.detach()
-    with torch.no_grad():
-        final = net.scores(theta, problem.contexts)[0]
-    score_hist = torch.cat([score_hist[1:], final.unsqueeze(0)])           # after each step
+        scores, hidden = net.forward(params, problem.contexts)                # (1, C, V)
+        score_hist[step] = scores[0]
+        flat = scores.view(1, -1)
+        margin = flat[:, idx_a[step]] - flat[:, idx_b[step]]                  # (1, B)
+        margins[step] = margin[0]
+        # d BCE(margin, y) / d margin = (sigmoid(margin) - y) / B, scattered onto both tokens.
+        dmargin = (torch.sigmoid(margin) - label[step]) / batch
+        dscores = zeros.index_add(1, idx_a[step], dmargin).index_add_(1, idx_b[step], -dmargin)
+        opt.step(net.backward(params, problem.contexts, hidden, dscores.view(1, n_ctx, vocab)))
+    final = net.scores(theta, problem.contexts)[0]
+    score_hist[-1] = final
+    losses = F.binary_cross_entropy_with_logits(margins, label, reduction="none").mean(1)
+    score_hist = score_hist[1:]                                             # after each step
     history = pd.DataFrame({"step": range(1, cfg.steps + 1), "loss": losses.numpy(),
-                            "pairwise_accuracy": pairwise_accuracy(score_hist, true).numpy()})
+                            "pairwise_accuracy": torch.cat([pairwise_accuracy(block, true)  # blocks bound memory
+                                                            for block in score_hist.split(256)]).numpy()})
     return RewardModelResult(problem.config, cfg, history, {"theta": theta.detach()[0].clone()}, final)

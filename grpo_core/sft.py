@@ -45,22 +45,20 @@ def train_sft(problem: Problem, cfg: SFTConfig = SFTConfig()) -> SFTResult:
     counts = torch.zeros(cfg.steps, n_ctx * vocab).scatter_add_(
         1, ctx * vocab + tokens, torch.ones(cfg.steps, cfg.batch_size)).view(cfg.steps, n_ctx, vocab)
 
-    n_demos = counts.sum(-1, keepdim=True)                                  # (steps, C, 1)
-    losses = torch.empty(cfg.steps)
-    logp_epochs = torch.empty(cfg.epochs, n_ctx, vocab)
-    for step in range(cfg.steps):
+    # loss = -1/B sum_i log pi(v_i | c_i) = -sum_cv freq[c, v] log pi(v | c),  freq = counts / B;
+    # dloss/dlogits[c, v] = n_c pi(v | c) - freq[c, v],  n_c = sum_v freq[c, v].
+    freq = counts / cfg.batch_size
+    n_freq = freq.sum(-1, keepdim=True)                                     # (steps, C, 1)
+    logp_steps = torch.empty(cfg.steps + 1, n_ctx, vocab)                  # before each step, and after
+    for step, (f, n) in enumerate(zip(freq.unbind(), n_freq.unbind())):
         logits, hidden = net.forward(params, x1)
-        logp = torch.log_softmax(logits, -1)[0]                              # (C, V)
-        if step and step % cfg.steps_per_epoch == 0:  # the policy as it ended the last epoch
-            logp_epochs[step // cfg.steps_per_epoch - 1] = logp
-        # loss = -1/B sum_i log pi(v_i | c_i);  dloss/dlogits[c] = (n_c pi(.|c) - counts[c]) / B
-        losses[step] = -(counts[step] * logp).sum() / cfg.batch_size
-        dlogits = (n_demos[step] * logp.exp() - counts[step]) / cfg.batch_size
+        logp = torch.log_softmax(logits[0], -1)                              # (C, V)
+        logp_steps[step] = logp
+        dlogits = logp.exp().mul_(n).sub_(f)
         opt.step(net.backward(params, x1, hidden, dlogits.unsqueeze(0)))
-
-    with torch.no_grad():
-        final_logp = torch.log_softmax(net.logits(theta, problem.contexts), -1)[0]
-    logp_epochs[-1] = final_logp
+    logp_steps[-1] = final_logp = torch.log_softmax(net.logits(theta, problem.contexts)[0], -1)
+    losses = -(freq * logp_steps[:-1]).sum((1, 2))
+    logp_epochs = logp_steps[cfg.steps_per_epoch::cfg.steps_per_epoch]     # the policy after each epoch
     exact = policy_metrics(logp_epochs, problem)
     history = pd.DataFrame({
         "epoch": range(1, cfg.epochs + 1),
