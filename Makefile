@@ -1,0 +1,52 @@
+# GNU make. Everything runs in the virtual environment .venv, created on first use.
+# Each requirements file is installed again only when it changed (stamp files in .venv).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
+PYTEST_ARGS ?=
+
+.PHONY: run test bench screenshots chromium clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-req: requirements.txt | $(PY)
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements-test.txt requirements.txt | $(PY)
+	$(PY) -m pip install -r requirements-test.txt
+	touch $@
+
+## run: start the app on http://localhost:8501
+run: $(VENV)/.installed-req
+	$(VENV)/bin/streamlit run app.py --server.port 8501 --server.address localhost \
+		--server.headless true --browser.gatherUsageStats false
+
+## chromium: install Debian's chromium for the browser tests when it is missing and we are root
+chromium:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian chromium (browser tests need $(CHROMIUM))"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "WARNING: $(CHROMIUM) is missing, so the browser tests will fail." \
+			"Install it with: sudo apt-get install chromium"; \
+	fi
+
+## test: the whole suite (core, app, CLI and real-browser tests); see pyproject.toml
+test: $(VENV)/.installed-test chromium
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## bench: timing figures of the core engine
+bench: $(VENV)/.installed-req
+	$(PY) -m grpo_core bench
+
+## screenshots: regenerate the README images in docs/img/
+screenshots: $(VENV)/.installed-test chromium
+	$(PY) scripts/screenshots.py
+
+clean:
+	rm -rf $(VENV) test-output

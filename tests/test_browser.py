@@ -1,0 +1,142 @@
+"""Every page of the running app, opened by its own URL in Debian's chromium.
+
+For each page (found from pages/, so a new page is covered without editing this file): the deep link
+is the first navigation of a new browser context; the page must finish its script run, show no
+exception, show its own title (not fall back to the landing page) and, if it draws charts, have at
+least one chart actually painted. A full-page screenshot goes to test-output/screens/<page>.png.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from browser_util import (CHROMIUM, MISSING_CHROMIUM, ROOT, app_pages, drawn_charts, free_port,
+                          full_page_screenshot, launch_chromium, open_page, start_app, stop_app)
+
+pytestmark = pytest.mark.browser
+
+OUT = ROOT / "test-output"
+SCREENS = OUT / "screens"
+PAGES = app_pages()
+# A page whose script calls something named *chart* (st.line_chart, ui.band_chart, ...) must draw one.
+CHART_CALL = re.compile(r"\b\w*chart\w*\s*\(")
+
+
+def chromium_missing() -> bool:
+    return not os.access(CHROMIUM, os.X_OK)
+
+
+def test_chromium_is_installed():
+    assert not chromium_missing(), MISSING_CHROMIUM
+
+
+def test_pages_found():
+    names = [p.name for p in PAGES]
+    assert names[0] == "landing" and (ROOT / "app.py").is_file() and len(names) > 1
+    assert len(names) == len(set(names)), f"two pages share a URL: {names}"
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    OUT.mkdir(exist_ok=True)
+    port = free_port()
+    proc = start_app(port, log_path=OUT / "streamlit-browser-test.log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if chromium_missing():
+        pytest.fail(MISSING_CHROMIUM)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def heading(page) -> str:
+    """Text of the page's first top-level heading (st.title)."""
+    h1 = page.locator('[data-testid="stMain"] h1').first
+    return h1.inner_text().strip() if h1.count() else ""
+
+
+def active_nav_href(page) -> str:
+    link = page.locator('[data-testid="stSidebarNavLink"][aria-current="page"]')
+    return (link.first.get_attribute("href") or "") if link.count() else ""
+
+
+@pytest.mark.parametrize("app_page", PAGES, ids=[p.name for p in PAGES])
+def test_page_by_deep_link(app_page, browser, base_url, capsys):
+    check_page(browser, base_url, app_page, capsys, SCREENS / f"{app_page.name}.png")
+
+
+def test_deep_link_on_cold_server(browser, capsys):
+    """The last page opened as the very first request of a new server: nothing cached, no page
+    visited before (the other tests share one server, whose caches they warm)."""
+    app_page = PAGES[-1]
+    port = free_port()
+    proc = start_app(port, log_path=OUT / "streamlit-cold-server.log")
+    try:
+        check_page(browser, f"http://127.0.0.1:{port}", app_page, capsys, None, "cold server")
+    finally:
+        stop_app(proc)
+
+
+def check_page(browser, base_url, app_page, capsys, screenshot, note="") -> None:
+    errors: list[str] = []
+    context = None
+    try:
+        context, page, seconds = open_page(browser, base_url, app_page, errors)
+        with capsys.disabled():
+            print(f"\n[browser] /{app_page.url_path}{f' ({note})' if note else ''}: "
+                  f"{seconds:.1f} s from navigation to idle")
+        if screenshot:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            full_page_screenshot(page, screenshot)
+
+        exceptions = page.locator('[data-testid="stException"]')
+        assert exceptions.count() == 0, exceptions.first.inner_text()
+        body = page.locator('[data-testid="stMain"]').inner_text()
+        assert "Traceback" not in body
+        assert "Page not found" not in page.content()
+        assert not errors, f"uncaught errors in the browser: {errors}"
+
+        title = heading(page)
+        assert title, f"/{app_page.url_path} shows no title (h1)"
+        if app_page.url_path:
+            # The router picked this page, and what it shows is this page, not the landing page.
+            if page.locator('[data-testid="stSidebarNavLink"]').count():
+                assert active_nav_href(page).rstrip("/").endswith("/" + app_page.url_path)
+            wanted = app_page.label.lower().replace("-", " ")
+            assert wanted in title.lower().replace("-", " "), (title, app_page.label)
+            assert title != landing_heading(browser, base_url)
+
+        if CHART_CALL.search(app_page.script.read_text()):
+            page.wait_for_timeout(500)
+            assert drawn_charts(page) >= 1, f"/{app_page.url_path} drew no chart"
+    finally:
+        if context:
+            context.close()
+
+
+_landing: dict[str, str] = {}
+
+
+def landing_heading(browser, base_url) -> str:
+    """The landing page's title, read once per test run (in its own context, after the page under test)."""
+    if "title" not in _landing:
+        context, page, _ = open_page(browser, base_url, PAGES[0])
+        try:
+            _landing["title"] = heading(page)
+        finally:
+            context.close()
+    return _landing["title"]
