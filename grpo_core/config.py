@@ -42,32 +42,37 @@ def field_range(cfg_type: type, name: str) -> str:
 
 
 def _check_field(cfg_type: type, f: dataclasses.Field, value: Any) -> Any:
-    """Return `value` coerced to the field's type, or raise ConfigError naming the field."""
+    """Return `value` coerced to the field's type, or raise ConfigError naming the field and
+    its valid range."""
     kind = type(f.default)
     meta = f.metadata
+    valid = field_range(cfg_type, f.name) if (meta.get("choices") or meta.get("lo") is not None) else ""
+
+    def bad(expected: str):
+        if meta.get("choices"):
+            raise ConfigError(f.name, f"must be {valid}, got {value!r}")
+        raise ConfigError(f.name, f"must be {expected}{' from ' + valid if valid else ''}, got {value!r}")
+
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f.name, f"expected true or false, got {value!r}")
+            bad("true or false")
         return value
     if kind is int:
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value) or value != int(value)):
-            raise ConfigError(f.name, f"expected a whole number, got {value!r}")
+            bad("a whole number")
         value = int(value)
     elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f.name, f"expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            bad("a finite number")
         value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f.name, f"expected a finite number, got {value!r}")
-    elif kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f.name, f"expected text, got {value!r}")
+    elif kind is str and not isinstance(value, str):
+        bad("text")
     if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f.name, f"must be {field_range(cfg_type, f.name)}, got {value!r}")
+        raise ConfigError(f.name, f"must be {valid}, got {value!r}")
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and not (lo <= value <= hi):
-        raise ConfigError(f.name, f"must be {field_range(cfg_type, f.name)}, got {value!r}")
+        raise ConfigError(f.name, f"must be {valid}, got {value!r}")
     return value
 
 

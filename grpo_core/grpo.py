@@ -15,7 +15,8 @@ One iteration, for each of E independent runs (members) at once:
 
 Members may differ in every GRPOConfig field. Each draws its randomness from its own generator,
 and shorter groups, fewer prompts, epochs or iterations are masked, so a member's trajectory is
-the one it would follow alone. The policy is evaluated on the C contexts only, once per step, and
+the one it would follow alone (to float round-off: batched matrix products may round a member
+differently, ~1e-7, depending on the batch). The policy is evaluated on the C contexts only, once per step, and
 samples gather from that (E, C, V) table; the gradient is backpropagated by hand
 (:func:`grpo_logits_grad`, checked against autograd of :func:`grpo_loss` in the tests).
 """

@@ -192,8 +192,7 @@ class BatchedAdam:
 
     `step(grad, active)` updates only the members where `active (E,)` is true; the others keep
     their parameters, moments and step counts. Both paths do the same float operations in the same
-    order, so a member that sits some steps out follows bit for bit the trajectory it would follow
-    alone.
+    order, so sitting steps out does not change a member's arithmetic.
     """
 
     def __init__(self, theta: torch.Tensor, lr: torch.Tensor, betas=(0.9, 0.999), eps=1e-8):
