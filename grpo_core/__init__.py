@@ -9,7 +9,8 @@ No streamlit here: the app, the CLI and notebooks all call the same functions.
 """
 from .config import (ConfigError, GRPOConfig, ProblemConfig, RLVRConfig, RewardModelConfig,
                      SFTConfig, MAX_WORK_PER_REQUEST, check_budget, config_fields, field_range)
-from .grpo import BATCH_COLUMNS, EXACT_COLUMNS, RunResult, group_advantages, train_grpo
+from .grpo import (BATCH_COLUMNS, EXACT_COLUMNS, GRPOTrainer, RunResult, group_advantages,
+                   train_grpo)
 from .metrics import pairwise_accuracy, policy_metrics
 from .pipeline import (NotebookReport, Upstream, band, build_upstream, compare_table,
                        notebook_configs, reference_metrics, run_many, run_notebook, seed_configs,

@@ -328,17 +328,18 @@ def reward_table(problem: Problem, cfg: GRPOConfig, rm_table: torch.Tensor | Non
     return rm_table
 
 
-def _draw(gens, configs, start, stop, n_ctx, shape):
-    """Each member's prompts (T, E, P, K) and uniforms (T, E, P, K, G) for iterations
-    [start, stop); K - 1 is the most redraws dynamic sampling may need."""
+def _draw(gens, configs, start, n_ctx, shape):
+    """Each member's prompts (T, E, P, K) and uniforms (T, E, P, K, G) for the CHUNK iterations
+    from `start`; K - 1 is the most redraws dynamic sampling may need. A member always draws whole
+    chunks, so its randomness does not depend on its iteration count or on how it is advanced."""
     prompts = torch.zeros(shape[:4], dtype=torch.long)
     u = torch.zeros(shape)
     for e, (gen, cfg) in enumerate(zip(gens, configs)):
-        k, tries = min(stop, cfg.iterations) - start, cfg.dynamic_sampling + 1
-        if k > 0:
-            prompts[:k, e, :cfg.prompts, :tries] = torch.randint(
+        if start < cfg.iterations:
+            tries, k = cfg.dynamic_sampling + 1, shape[0]
+            prompts[:, e, :cfg.prompts, :tries] = torch.randint(
                 0, n_ctx, (k, cfg.prompts, tries), generator=gen)
-            u[:k, e, :cfg.prompts, :tries, :cfg.group_size] = torch.rand(
+            u[:, e, :cfg.prompts, :tries, :cfg.group_size] = torch.rand(
                 k, cfg.prompts, tries, cfg.group_size, generator=gen)
     return prompts, u
 
@@ -394,73 +395,146 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
     there, keeping the iterations finished so far. A member whose parameters become non-finite
     stops at its last finite iteration, and its result says so.
     """
-    configs = list(configs)
-    check_budget(configs)
-    m = _Members(configs)
-    n_mem, n_ctx, vocab = m.n, problem.n_contexts, problem.vocab_size
-    p_max, g_max, k_max, t_max = m.p_max, m.g_max, m.k_max, m.t_max
+    trainer = GRPOTrainer(problem, sft, rm_table, configs)
+    trainer.advance(on_iteration=on_iteration)
+    return trainer.results()
 
-    net = sft_policy(sft)
-    theta = net.from_state_dict(sft.state_dict).repeat(n_mem, 1)           # (E, N)
-    params, x1 = net.layout.views(theta), net.inputs(problem.contexts, n_mem)
-    opt = BatchedAdam(theta, m.lr)
-    sft_logp = sft.logp                                                     # (C, V)
-    ref_logp = sft_logp if not bool((m.ref_reset > 0).any()) else sft_logp.repeat(n_mem, 1, 1)
-    rewards_cv = torch.stack([reward_table(problem, c, rm_table) for c in configs]).flatten(1)
-    gens = [generator(c.seed) for c in configs]
 
-    # Records are reduced once per CHUNK iterations, so memory stays bounded for long runs:
-    # exact metrics of the policy after each iteration (row 0: the SFT start) and batch statistics.
-    exact: dict[str, torch.Tensor] = {}
-    stats = torch.zeros(t_max, n_mem, len(BATCH_COLUMNS))
-    logp_buf = torch.empty(CHUNK, n_mem, n_ctx, vocab)
-    rewards_buf = torch.empty(CHUNK, n_mem, p_max, g_max)
-    adv_buf = torch.empty(CHUNK, n_mem, p_max * g_max)
-    zero_std_buf = torch.empty(CHUNK, n_mem, p_max, dtype=torch.bool)
-    generated_buf = torch.empty(CHUNK, n_mem)
-    record_buf = torch.empty(CHUNK, n_mem, len(_STEP_RECORD))
-    good_theta = theta.clone()                       # each member's last finite weights ...
-    good_logp = torch.empty(n_mem, n_ctx, vocab)     # ... and policy
-    first_bad = torch.full((n_mem,), t_max + 1)      # first iteration with a non-finite policy or loss
-    done, diverged = t_max, False
-    logits, h1 = net.forward(params, x1)
-    for it in range(t_max + 1):
-        row = it % CHUNK
-        logp = torch.log_softmax(logits, -1)                                # (E, C, V)
-        logp_buf[row] = logp
-        if not diverged and bool(torch.isfinite(logp).all()):
-            good_theta.copy_(theta)
-            good_logp.copy_(logp)
+class GRPOTrainer:
+    """A batch of GRPO runs that can be advanced a few iterations at a time (live training).
+
+        trainer = GRPOTrainer(problem, sft, rm_table, configs)
+        trainer.advance(50)          # 50 more iterations (fewer at the end)
+        partial = trainer.results()  # the runs so far, as RunResults
+        trainer.advance()            # to the end
+
+    Advancing in pieces gives exactly the runs train_grpo gives in one go: randomness is drawn in
+    fixed chunks of CHUNK iterations per member, whatever the pieces.
+    """
+
+    def __init__(self, problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
+                 configs: Sequence[GRPOConfig]):
+        self.configs = configs = list(configs)
+        check_budget(configs)
+        self.problem, self.rm_table, self.m = problem, rm_table, _Members(configs)
+        m, n_ctx, vocab = self.m, problem.n_contexts, problem.vocab_size
+        self.net = sft_policy(sft)
+        self.theta = self.net.from_state_dict(sft.state_dict).repeat(m.n, 1)   # (E, N)
+        self.params = self.net.layout.views(self.theta)
+        self.x1 = self.net.inputs(problem.contexts, m.n)
+        self.opt = BatchedAdam(self.theta, m.lr)
+        self.sft_logp = sft.logp                                                # (C, V)
+        self.ref_logp = (self.sft_logp if not bool((m.ref_reset > 0).any())
+                         else self.sft_logp.repeat(m.n, 1, 1))
+        self.rewards_cv = torch.stack([reward_table(problem, c, rm_table) for c in configs]).flatten(1)
+        self.gens = [generator(c.seed) for c in configs]
+
+        # Records are reduced once per CHUNK iterations (and when results are asked for), so memory
+        # stays bounded: exact metrics of the policy after each iteration (row 0: the SFT start)
+        # and the batch statistics of each iteration.
+        self.exact: dict[str, torch.Tensor] = {}
+        self.stats = torch.zeros(m.t_max, m.n, len(BATCH_COLUMNS))
+        self.logp_buf = torch.empty(CHUNK, m.n, n_ctx, vocab)
+        self.rewards_buf = torch.empty(CHUNK, m.n, m.p_max, m.g_max)
+        self.adv_buf = torch.empty(CHUNK, m.n, m.p_max * m.g_max)
+        self.zero_std_buf = torch.empty(CHUNK, m.n, m.p_max, dtype=torch.bool)
+        self.generated_buf = torch.empty(CHUNK, m.n)
+        self.record_buf = torch.empty(CHUNK, m.n, len(_STEP_RECORD))
+        self.good_theta = self.theta.clone()        # each member's last finite weights ...
+        self.good_logp = torch.empty(m.n, n_ctx, vocab)  # ... and policy
+        self.first_bad = torch.full((m.n,), m.t_max + 1)  # first iteration with a non-finite policy or loss
+        self.iteration = 0                          # iterations done
+        self.end = m.t_max                          # where the batch stops (earlier on request or divergence)
+        self.diverged = False
+        self.logits, self.h1 = self.net.forward(self.params, self.x1)
+        self._observe()
+
+    @property
+    def total(self) -> int:
+        return self.m.t_max
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.end
+
+    def stop(self) -> None:
+        """End every run at the current iteration (results keep what is done)."""
+        self.end = self.iteration
+
+    def advance(self, n: int | None = None,
+                on_iteration: Callable[[int, int], bool | None] | None = None) -> int:
+        """Run up to n more iterations (all that remain if None); returns the iterations done.
+        on_iteration(done, total) after each one; returning False stops the batch there."""
+        target = self.end if n is None else min(self.end, self.iteration + n)
+        while self.iteration < target and self.iteration < self.end:
+            self._iterate()
+            self.iteration += 1
+            if self.iteration % CHUNK == 0:
+                self._flush_stats()
+            self._observe()
+            if on_iteration is not None and on_iteration(self.iteration, self.total) is False:
+                self.stop()
+        return self.iteration
+
+    def _observe(self) -> None:
+        """Record the current policy as the exact-metrics row of iteration `self.iteration`."""
+        it, row = self.iteration, self.iteration % CHUNK
+        logp = torch.log_softmax(self.logits, -1)                           # (E, C, V)
+        self.logp_buf[row] = logp
+        if not self.diverged and bool(torch.isfinite(logp).all()):
+            self.good_theta.copy_(self.theta)
+            self.good_logp.copy_(logp)
         else:  # a diverged member keeps its last finite state; the others go on
             finite = torch.isfinite(logp).flatten(1).all(1)
-            first_bad = torch.where(~finite & (first_bad > it), it, first_bad)
-            ok = (first_bad > it).unsqueeze(1)
-            good_theta = torch.where(ok, theta, good_theta)
-            good_logp = torch.where(ok.unsqueeze(2), logp, good_logp)
-            diverged = True
-            if not bool((first_bad > it).any()):
-                done = it
-        if row == CHUNK - 1 or it == done:
-            chunk = policy_metrics(logp_buf[:row + 1], problem, rm_table, sft_logp)
-            for name, values in chunk.items():
-                exact.setdefault(name, torch.empty(t_max + 1, n_mem))[it - row:it + 1] = values
-        if it == done:
-            break
+            self.first_bad = torch.where(~finite & (self.first_bad > it), it, self.first_bad)
+            ok = (self.first_bad > it).unsqueeze(1)
+            self.good_theta = torch.where(ok, self.theta, self.good_theta)
+            self.good_logp = torch.where(ok.unsqueeze(2), logp, self.good_logp)
+            self.diverged = True
+            if not bool(ok.any()):
+                self.end = it
+        if row == CHUNK - 1:
+            self._flush_exact()
+
+    def _flush_exact(self) -> None:
+        """Exact metrics of the policies recorded since the last chunk boundary."""
+        it, row = self.iteration, self.iteration % CHUNK
+        chunk = policy_metrics(self.logp_buf[:row + 1], self.problem, self.rm_table, self.sft_logp)
+        for name, values in chunk.items():
+            self.exact.setdefault(name, torch.empty(self.m.t_max + 1, self.m.n))[it - row:it + 1] = values
+
+    def _flush_stats(self) -> None:
+        """Batch statistics of the iterations done since the last chunk boundary."""
+        last = self.iteration - 1                   # index of the last finished iteration
+        if last < 0:
+            return
+        row = last % CHUNK
+        self.stats[last - row:last + 1] = _batch_stats(
+            self.m, self.rewards_buf[:row + 1], self.adv_buf[:row + 1], self.zero_std_buf[:row + 1],
+            self.generated_buf[:row + 1], self.record_buf[:row + 1])
+
+    def _iterate(self) -> None:
+        """One iteration for every member: sample and score groups, then the policy steps."""
+        m, net, params, x1 = self.m, self.net, self.params, self.x1
+        it, row = self.iteration, self.iteration % CHUNK
+        n_mem, n_ctx = m.n, self.problem.n_contexts
+        logp = self.logp_buf[row]
         if row == 0:
-            prompts_chunk, u_chunk = _draw(gens, configs, it, it + CHUNK, n_ctx,
-                                           (CHUNK, n_mem, p_max, k_max, g_max))
-        if ref_logp.dim() == 3 and it > 0:  # reference reset (DeepSeek-R1): the policy becomes pi_ref
+            self.prompts_chunk, self.u_chunk = _draw(self.gens, self.configs, it, n_ctx,
+                                                     (CHUNK, n_mem, m.p_max, m.k_max, m.g_max))
+        if self.ref_logp.dim() == 3 and it > 0:  # reference reset (DeepSeek-R1): pi_ref <- pi
             reset = (m.ref_reset > 0) & (it % m.ref_reset.clamp_min(1) == 0)
-            ref_logp = torch.where(reset.view(-1, 1, 1), logp, ref_logp)
+            self.ref_logp = torch.where(reset.view(-1, 1, 1), logp, self.ref_logp)
+        ref_logp = self.ref_logp
 
         # Sample the groups and score them: no gradient flows through this block.
         prompts, index, rewards, generated = _sample_groups(
-            m, logp, rewards_cv, ref_logp, prompts_chunk[row], u_chunk[row])
+            m, logp, self.rewards_cv, ref_logp, self.prompts_chunk[row], self.u_chunk[row])
         old_logp = logp.flatten(1).gather(1, index)                         # (E, S)
         adv, zero_std = _advantages(m, rewards)
         adv = adv.flatten(1)
         # Fraction of each minibatch's prompts at each context: (E, M, C).
-        mb_of_prompt = m.minibatch_of_sample.view(n_mem, p_max, g_max)[..., 0]
+        mb_of_prompt = m.minibatch_of_sample.view(n_mem, m.p_max, m.g_max)[..., 0]
         ctx_weight_mb = torch.zeros(n_mem, int(m.minibatches.max()), n_ctx)
         ctx_weight_mb.index_put_((torch.arange(n_mem).unsqueeze(1).expand_as(prompts), mb_of_prompt,
                                   prompts), m.valid_p.float(), accumulate=True)
@@ -470,6 +544,7 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
         record = torch.zeros(n_mem, len(_STEP_RECORD))
         weight = m.valid.flatten(1) / m.n_samples.unsqueeze(1)
         ctx_weight = ctx_weight_mb[:, 0]
+        h1 = self.h1
         for step in range(m.steps_max):
             if step:
                 logits, h1 = net.forward(params, x1)
@@ -483,37 +558,36 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
             info["grad_norm"] = torch.linalg.vector_norm(grad, dim=1, dtype=torch.float64)
             values = torch.stack([info[k].float() for k in _STEP_RECORD], dim=1)   # (E, R)
             if m.lockstep:
-                opt.step(grad)
+                self.opt.step(grad)
                 record += values
             else:  # members past their own steps or iterations sit this step out
                 active = (it < m.iterations) & (step < m.steps)
-                opt.step(grad, active)
+                self.opt.step(grad, active)
                 record += values * active.unsqueeze(1)
-        logits, h1 = net.forward(params, x1)
+        self.logits, self.h1 = net.forward(params, x1)
 
         if not bool(torch.isfinite(record).all()):  # a non-finite loss or gradient: stop there
-            bad = ~torch.isfinite(record).all(1) & (first_bad > it + 1)
-            first_bad = torch.where(bad, it + 1, first_bad)
-            diverged = True
-        rewards_buf[row], adv_buf[row], zero_std_buf[row] = rewards, adv, zero_std
-        generated_buf[row], record_buf[row] = generated, record
-        if on_iteration is not None and on_iteration(it + 1, t_max) is False:
-            done = it + 1
-        if row == CHUNK - 1 or it + 1 == done:
-            stats[it - row:it + 1] = _batch_stats(
-                m, rewards_buf[:row + 1], adv_buf[:row + 1], zero_std_buf[:row + 1],
-                generated_buf[:row + 1], record_buf[:row + 1])
+            bad = ~torch.isfinite(record).all(1) & (self.first_bad > it + 1)
+            self.first_bad = torch.where(bad, it + 1, self.first_bad)
+            self.diverged = True
+        self.rewards_buf[row], self.adv_buf[row], self.zero_std_buf[row] = rewards, adv, zero_std
+        self.generated_buf[row], self.record_buf[row] = generated, record
 
-    # Iterations each member keeps: its own count, up to a stop, before any non-finite policy.
-    kept = torch.minimum(m.iterations.clamp_max(done), first_bad - 1)
-    results = []
-    for e, cfg in enumerate(configs):
-        n = int(kept[e])
-        status = "diverged" if n < min(cfg.iterations, done) else "stopped" if n < cfg.iterations else ""
-        results.append(_result(problem, net, cfg, n, status, good_theta[e], good_logp[e],
-                               {k: v[1:n + 1, e] for k, v in exact.items()}, stats[:n, e],
-                               rm_table, sft_logp))
-    return results
+    def results(self) -> list[RunResult]:
+        """Each member's run so far: its own iterations, up to a stop, before any divergence."""
+        self._flush_exact()
+        self._flush_stats()
+        done, m = self.iteration, self.m
+        kept = torch.minimum(m.iterations.clamp_max(done), self.first_bad - 1)
+        results = []
+        for e, cfg in enumerate(self.configs):
+            n = int(kept[e])
+            status = ("diverged" if n < min(cfg.iterations, done) else
+                      "stopped" if n < cfg.iterations else "")
+            results.append(_result(self.problem, self.net, cfg, n, status, self.good_theta[e],
+                                   self.good_logp[e], {k: v[1:n + 1, e] for k, v in self.exact.items()},
+                                   self.stats[:n, e], self.rm_table, self.sft_logp))
+        return results
 
 
 def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
@@ -607,7 +681,7 @@ def _result(problem, net, cfg, n, status, theta_row, final_logp, exact, stats, r
     message = {
         "diverged": f"Stopped after {n} of {cfg.iterations} iterations: the policy's parameters "
                     "became non-finite. Lower the learning rate or raise the KL coefficient.",
-        "stopped": f"Stopped by request after {n} of {cfg.iterations} iterations.",
+        "stopped": f"Stopped after {n} of {cfg.iterations} iterations.",
         "": ""}[status]
     return RunResult(cfg, pd.DataFrame(hist), net.state_dict(theta_row), final_logp.clone(),
                      per_context, message)
