@@ -194,8 +194,9 @@ class GRPOConfig(_Validated):
         0, 0, 5000, "Reset the reference policy to the current one every N iterations, as "
         "DeepSeek-R1's training did (TRL sync_ref_model); 0 never resets.")
     dynamic_sampling: int = knob(
-        0, 0, 16, "DAPO dynamic sampling: redraw a group whose rewards are all equal up to this "
-        "many times (those redraws count as generated samples); 0 turns it off.")
+        0, 0, 16, "DAPO dynamic sampling: a prompt slot whose group's rewards are all equal is "
+        "redrawn (new prompt, new group) up to this many times, the redraws counting as generated "
+        "samples; 0 turns it off.")
 
     reward: str = field(default="reward_model", metadata={"choices": REWARDS})
 

@@ -1,0 +1,104 @@
+"""The algorithm-lab pages, run headless with AppTest: defaults and one changed setting each must
+raise nothing, show no error and draw their charts; and the TRL export expander."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from grpo_core import GRPOConfig, RLVRConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+
+
+def run(page: str, state: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=TIMEOUT)
+    for key, value in (state or {}).items():
+        at.session_state[key] = value
+    return at.run(timeout=TIMEOUT)
+
+
+def ok(at: AppTest, n_charts: int) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("vega_lite_chart")) == n_charts
+    assert any("Only an exact toy shows this" in i.value for i in at.info)
+
+
+def test_reward_hacking_defaults_and_fewer_coefficients():
+    at = run("6_Reward_hacking.py")
+    ok(at, 2)
+    table = at.dataframe[0].value
+    assert list(table["KL coefficient β"]) == [0.0, 0.01, 0.05, 0.2, 1.0]
+    assert (table["β of the optimum with this KL"] > 0).all()
+    at.multiselect(key="hack_kl_coefs").set_value([0.05, 1.0])
+    at.slider(key="hack_seeds").set_value(2)
+    at.number_input(key="hack_iterations").set_value(60).run(timeout=TIMEOUT)
+    ok(at, 2)
+    table = at.dataframe[0].value
+    assert list(table["KL coefficient β"]) == [0.05, 1.0]
+    # a larger KL coefficient keeps the policy closer to SFT
+    assert table["final KL"].iloc[1] < table["final KL"].iloc[0]
+
+
+def test_zero_signal_defaults_and_group_size():
+    at = run("7_Zero_signal_groups.py")
+    ok(at, 4)
+    silent, redrawn = (float(m.value) for m in at.metric[:2])
+    assert 0 < redrawn < silent < 1
+    at.slider(key="zero_group_size").set_value(4)
+    at.number_input(key="zero_iterations").set_value(50).run(timeout=TIMEOUT)
+    ok(at, 4)
+    assert float(at.metric[0].value) > silent            # smaller groups are silent more often
+
+
+def test_pass_at_k_defaults_and_the_aggressive_preset():
+    at = run("8_Pass_at_k.py")
+    ok(at, 2)
+    assert len(at.dataframe) == 1 and list(at.dataframe[0].value["context"])[-1] == "overall"
+    assert any("No, not on this problem" in s.value for s in at.success)
+    at.button[0].click().run(timeout=TIMEOUT)            # Try aggressive RLVR
+    ok(at, 2)
+    assert at.number_input(key="passk_kl_coef").value == 0.0
+    assert at.slider(key="passk_group_size").value == 2
+
+
+def test_gradient_noise_defaults_and_verifiable_reward():
+    at = run("9_Gradient_noise.py")
+    ok(at, 2)
+    table = at.dataframe[0].value
+    assert list(table["G"]) == [2, 4, 8, 16, 32, 64]
+    assert table["grpo"].iloc[-1] > table["grpo"].iloc[0]    # bigger groups, better direction
+    at.radio(key="noise_reward").set_value("verifiable")
+    at.multiselect(key="noise_group_sizes").set_value([2, 16]).run(timeout=TIMEOUT)
+    ok(at, 2)
+    table = at.dataframe[0].value
+    assert list(table["G"]) == [2, 16] and table["batches with g = 0"].iloc[0] > 0
+
+
+@pytest.mark.parametrize("cfg, unmapped", [
+    (GRPOConfig(), {"kl_estimator"}),             # TRL has only k3
+    (GRPOConfig(kl_estimator="k3", clip_eps_high=0.28), set()),
+    (RLVRConfig(dynamic_sampling=2, entropy_coef=0.1), {"dynamic_sampling", "entropy_coef", "reward",
+                                                         "kl_estimator"}),
+])
+def test_trl_export_expander(cfg, unmapped):
+    def page(cfg_json: str):
+        import streamlit as st
+        from grpo_core import GRPOConfig, RLVRConfig
+        from ui import lab
+        data = __import__("json").loads(cfg_json)
+        cls = RLVRConfig if data.pop("reward") == "verifiable" else GRPOConfig
+        lab.trl_export(cls(**data))
+        st.write("done")
+
+    at = AppTest.from_function(page, args=(cfg.to_json(),), default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.expander[0].label == "Use these settings in TRL"
+    code = at.code[0].value
+    assert "GRPOConfig(" in code and f"num_generations={cfg.group_size}" in code
+    bullets = " ".join(m.value for m in at.markdown if "No TRL equivalent" in m.value)
+    assert all(f"`{name}`" in bullets for name in unmapped)
+    assert bool(bullets) == bool(unmapped)
