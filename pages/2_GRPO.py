@@ -3,8 +3,11 @@ import streamlit as st
 
 import ui
 from grpo_core import GRPOConfig, seed_configs
+from ui import live
 
 ui.page("GRPO")
+live.follow_upload()
+live.adopt_params()
 st.title("GRPO on the learned reward model")
 st.markdown("Each iteration samples a group of G responses per prompt, scores them with the reward "
             "model, normalizes the rewards within each group and takes clipped policy steps.")
@@ -18,7 +21,19 @@ with st.sidebar:
     ui.reset_button([(GRPOConfig, "grpo", None)], {"grpo_seeds": ui.SEEDS_DEFAULT, "grpo_show_runs": False})
 
 up = ui.stored_upstream()
-results = ui.train(up, seed_configs(cfg, n_seeds))
+configs = seed_configs(cfg, n_seeds)
+watch = st.toggle("▶ Watch it train", key="grpo_watch", bind="query-params", persist_state="session",
+                  help="Train these settings live, step by step, instead of showing the finished runs.")
+if watch:
+    st.header("Watch it train")
+    live.watch_section(up, configs, "grpo", "GRPO", ui.GRPO_COLOR,
+                       ("rm_reward", "Expected reward-model reward, exact", "RM score"))
+    if not live.is_cached(up, configs):
+        st.caption("Every diagnostic of these runs appears here when the live run finishes.")
+        st.stop()
+    st.header("The finished runs")
+
+results = live.train(up, configs, "grpo")
 ui.show_stopped(results)
 ui.summary(results, up)
 
@@ -38,3 +53,9 @@ st.header("The final policy, context by context")
 ui.final_policy_view(results, up, "GRPO", "grpo", ui.GRPO_COLOR)
 st.caption("Where the reward model's top token is not the correct one (see Setup), GRPO moves "
            "probability onto the reward model's favourite instead.")
+
+st.header("Pinned runs")
+live.pin_button("grpo", cfg, n_seeds, up, results)
+live.pins_view("grpo")
+
+live.save_and_load("grpo", cfg, n_seeds, up, results)

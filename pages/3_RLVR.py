@@ -3,8 +3,11 @@ import streamlit as st
 
 import ui
 from grpo_core import RLVRConfig, seed_configs
+from ui import live
 
 ui.page("RLVR")
+live.follow_upload()
+live.adopt_params()
 st.title("RLVR: GRPO with a verifiable reward")
 st.markdown("The reward is 1 when the sampled token is the context's correct token and 0 otherwise, "
             "as a maths checker or a unit test would give. No reward model is involved, so nothing "
@@ -20,7 +23,19 @@ with st.sidebar:
     ui.reset_button([(RLVRConfig, "rlvr", None)], {"rlvr_seeds": ui.SEEDS_DEFAULT, "rlvr_show_runs": False})
 
 up = ui.stored_upstream()
-results = ui.train(up, seed_configs(cfg, n_seeds))
+configs = seed_configs(cfg, n_seeds)
+watch = st.toggle("▶ Watch it train", key="rlvr_watch", bind="query-params", persist_state="session",
+                  help="Train these settings live, step by step, instead of showing the finished runs.")
+if watch:
+    st.header("Watch it train")
+    live.watch_section(up, configs, "rlvr", "RLVR", ui.RLVR_COLOR,
+                       ("correct_prob", "Accuracy: probability of the correct token, exact", "P(correct token)"))
+    if not live.is_cached(up, configs):
+        st.caption("Every diagnostic of these runs appears here when the live run finishes.")
+        st.stop()
+    st.header("The finished runs")
+
+results = live.train(up, configs, "rlvr")
 ui.show_stopped(results)
 ui.summary(results, up)
 
@@ -46,3 +61,9 @@ st.caption("RLVR learns only from groups holding both a right and a wrong answer
 
 st.header("The final policy, context by context")
 ui.final_policy_view(results, up, "RLVR", "rlvr", ui.RLVR_COLOR)
+
+st.header("Pinned runs")
+live.pin_button("rlvr", cfg, n_seeds, up, results)
+live.pins_view("rlvr")
+
+live.save_and_load("rlvr", cfg, n_seeds, up, results)

@@ -3,10 +3,12 @@ import streamlit as st
 
 import ui
 from grpo_core import GRPOConfig, sweep_configs
+from ui import guard, live
 
 GROUP_SIZES, SWEEP_DEFAULTS = [2, 4, 8, 16, 32, 64], {"iterations": 300}
 
 ui.page("Group size sweep")
+live.adopt_params()
 st.title("Group size sweep")
 st.markdown("Small groups give a noisy baseline (close to REINFORCE); large groups a better one, "
             "but every iteration costs G samples per prompt.")
@@ -28,7 +30,8 @@ if not group_sizes:
 group_sizes = sorted(group_sizes)
 
 up = ui.stored_upstream()
-results = ui.train(up, sweep_configs(cfg, group_sizes, n_seeds))
+guard.work_caption(sweep_configs(cfg, group_sizes, n_seeds))
+results = live.train(up, sweep_configs(cfg, group_sizes, n_seeds), "sweep")
 ui.show_stopped(results)
 
 left, right = st.columns(2)
@@ -67,3 +70,5 @@ if event.selection.rows and event.selection.rows[0] < len(results):
         ui.band_chart(one, "kl_ref", "KL(policy ‖ SFT reference)", y_title="KL (nats)", x=x_axis),
         ui.band_chart(one, "entropy", "Entropy", y_title="entropy (nats)", x=x_axis),
     ], columns=3)
+
+live.share_link()

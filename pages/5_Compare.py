@@ -3,8 +3,10 @@ import streamlit as st
 
 import ui
 from grpo_core import GRPOConfig, RLVRConfig, compare_table, seed_configs
+from ui import guard, live
 
 ui.page("Compare")
+live.adopt_params(live.SETTINGS)
 st.title("Compare SFT, GRPO and RLVR")
 
 grpo_cfg, rlvr_cfg = ui.stored_config(GRPOConfig, "grpo"), ui.stored_config(RLVRConfig, "rlvr")
@@ -13,6 +15,7 @@ st.markdown("Both methods start from the same SFT policy and use the settings ch
 st.caption(f"GRPO: {ui.describe(grpo_cfg)}, {grpo_seeds} seeds · RLVR: {ui.describe(rlvr_cfg)}, "
            f"{rlvr_seeds} seeds (change them on the GRPO and RLVR pages).")
 up = ui.stored_upstream()
+guard.work_caption(seed_configs(grpo_cfg, grpo_seeds), seed_configs(rlvr_cfg, rlvr_seeds))
 grpo = ui.train(up, seed_configs(grpo_cfg, grpo_seeds))
 rlvr = ui.train(up, seed_configs(rlvr_cfg, rlvr_seeds))
 ui.show_stopped(grpo + rlvr)
@@ -31,3 +34,5 @@ st.caption("Exact expected true reward of each final policy. Spread: min – max
 st.header("Per seed")
 seeds = ui.seed_table({"GRPO": grpo, "RLVR": rlvr}, up)
 st.dataframe(seeds, hide_index=True, column_config=ui.number_formats(seeds), height=300)
+
+live.share_link(live.SETTINGS)

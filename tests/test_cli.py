@@ -85,7 +85,7 @@ def test_bad_flag_is_one_line_naming_flag_and_range(args, flag, valid):
     (["sweep", "--group-sizes", "2,1"], "error: --group-sizes must be 2 to 64"),
     (["sweep", "--group-sizes", "2,x"], "error: --group-sizes must be"),
     (["compare", "--rlvr-kl-coef", "-1"], "error: --rlvr-kl-coef must be 0.0 to 10.0"),
-    (["grpo", "--group-size", "2.5"], "error: --group-size must be 2 to 64"),
+    (["grpo", "--group-size", "2.5"], "error: --group-size must be a whole number from 2 to 64"),
     (["grpo", "--advantage-estimator", "x"], "error: --advantage-estimator must be one of"),
     (["notebook", "--seed", "-1"], "error: --seed must be 0 to"),
     (["bench", "--rounds", "0"], "error: --rounds must be 1 to"),

@@ -22,6 +22,8 @@ from grpo_core import (ConfigError, GRPOConfig, ProblemConfig, RewardModelConfig
                        SFTConfig, Upstream, band, check_budget, config_fields, field_range,
                        make_problem, reference_metrics, run_many, train_reward_model, train_sft)
 
+from ui import guard  # noqa: E402  (robustness checks; imports this package back, lazily used)
+
 torch.set_num_threads(1)  # tensors are tiny: threads only add overhead, and sessions share the cores
 
 PALETTE = ["#3056d3", "#e8702a", "#1b9e77", "#b8336a", "#7570b3", "#66a61e", "#a6761d", "#666666"]
@@ -52,6 +54,40 @@ UPSTREAM = ((ProblemConfig, "problem", "task"), (SFTConfig, "sft", "SFT"),
 
 def page(title: str) -> None:
     st.set_page_config(page_title=f"{title} · GRPO explorer", page_icon="🎯", layout="wide")
+    guard.check_url(title)  # robustness: bad URL settings are fixed, with a notice, before any widget
+    presentation_mode()
+
+
+# ---------------------------------------------------------------- presentation mode (?present=1)
+
+PRESENT_CSS = """<style>
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"],
+[data-testid="stExpandSidebarButton"], [data-testid="stSidebarNav"] { display: none !important; }
+html { font-size: 21px; }
+[data-testid="stMainBlockContainer"] { max-width: 100%; padding-left: 2rem; padding-right: 2rem; }
+</style>"""
+
+
+def presentation_mode() -> bool:
+    """?present=1: hide the sidebar (charts then take the full width) and enlarge the type, for a projector.
+
+    The flag is kept in the session and put back into the URL, so it survives page switches;
+    ?present=0 (or the exit button) turns it off.
+    """
+    asked = st.query_params.get("present")
+    if asked is not None:
+        st.session_state["present"] = asked == "1"
+    if not st.session_state.get("present", False):
+        return False
+    if asked != "1":
+        st.query_params["present"] = "1"
+
+    def leave():
+        st.session_state["present"] = False
+        st.query_params.pop("present", None)
+    st.html(PRESENT_CSS)
+    st.button("✕ Exit presentation mode", key="present_exit", type="tertiary", on_click=leave)
+    return True
 
 
 def stop_with_error(err: Exception) -> None:
@@ -188,7 +224,8 @@ def describe(cfg, defaults: dict | None = None) -> str:
     return ", ".join(changed) if changed else "defaults"
 
 
-@st.cache_data(max_entries=8, ttl=3600, show_spinner=False)
+# Robustness: at most 16 entries of at most guard.MAX_RESULT_BYTES (32 MiB) each, see ui/guard.py.
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
 def _train(problem_cfg, sft_cfg, rm_cfg, configs: tuple, _up: Upstream) -> list[RunResult]:
     # The progress bar is created here so that a cache hit replays it (already finished, then gone).
     bar = st.progress(0.0, text=f"Training {len(configs)} runs as one batch…")
@@ -209,6 +246,7 @@ def train(up: Upstream, configs: Sequence[GRPOConfig]) -> list[RunResult]:
     configs = tuple(configs)
     try:
         check_budget(configs)
+        guard.check_result_size(up.configs, configs)  # robustness: bounds the cache in bytes
     except ConfigError as err:
         stop_with_error(err)
     return _train(*up.configs, configs, _up=up)

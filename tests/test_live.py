@@ -1,0 +1,193 @@
+"""The run pages as people use them (AppTest): live training, pins, downloads, loading a saved
+configuration, presentation mode and the guided tour; and the background run's Stop."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from grpo_core import GRPOConfig, seed_configs
+from ui.live import LiveRun, history_csv, pin_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+
+
+def app(page: str, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
+    at.query_params.update(query or {})
+    return at.run(timeout=TIMEOUT)
+
+
+def ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def live_iteration(at: AppTest) -> int:
+    text = next(m.value for m in at.markdown if m.value.startswith("Live iteration"))
+    return int(text.split("**")[1])
+
+
+@pytest.fixture(scope="module")
+def grpo_page() -> AppTest:
+    """The GRPO page, short runs so that each rerun is quick."""
+    at = app("pages/2_GRPO.py", {"grpo_iterations": "60", "grpo_seeds": "2"})
+    ok(at)
+    return at
+
+
+def test_live_controls_step_and_reset(grpo_page):
+    at = grpo_page
+    at.toggle(key="grpo_watch").set_value(True).run()
+    ok(at)
+    for key in ("grpo_play", "grpo_step", "grpo_reset"):
+        assert at.button(key=key)
+    assert live_iteration(at) == 0
+    at.button(key="grpo_step").click().run()
+    ok(at)
+    assert live_iteration(at) == 10
+    at.button(key="grpo_step").click().run()
+    assert live_iteration(at) == 20
+    charts_while_live = len(at.get("vega_lite_chart"))
+    at.button(key="grpo_reset").click().run()
+    ok(at)
+    assert live_iteration(at) == 0
+    assert len(at.get("vega_lite_chart")) < charts_while_live    # the live curves are gone
+    at.toggle(key="grpo_watch").set_value(False).run()
+
+
+def test_pin_overlay_names_what_differs(grpo_page):
+    at = grpo_page
+    at.button(key="grpo_pin").click().run()
+    at.slider(key="grpo_group_size").set_value(4).run()
+    at.button(key="grpo_pin").click().run()
+    ok(at)
+    labels = [b.label for b in at.button if b.label.startswith("✕ unpin")]
+    assert labels == ["✕ unpin #1: group_size=8", "✕ unpin #2: group_size=4"]
+    specs = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert any("Pinned runs" in s and "group_size=4" in s for s in specs)
+    at.button(key="grpo_unpin_0").click().run()
+    assert [b.label for b in at.button if b.label.startswith("✕ unpin")] == ["✕ unpin #1: GRPO"]
+    at.slider(key="grpo_group_size").set_value(8).run()
+
+
+def test_downloads_exist(grpo_page):
+    labels = [d.proto.label for d in grpo_page.get("download_button")]
+    assert any("CSV" in label for label in labels) and any("JSON" in label for label in labels)
+    assert any("Copy link" in m.value for m in grpo_page.markdown)
+
+
+def test_history_csv_has_every_seed(upstream):
+    from grpo_core import run_many
+    results = run_many(upstream, seed_configs(GRPOConfig(iterations=5), 3))
+    lines = history_csv(results).splitlines()
+    assert lines[0].startswith("seed,iteration,")
+    assert len(lines) == 1 + 3 * 5 and {l.split(",")[0] for l in lines[1:]} == {"0", "1", "2"}
+
+
+def test_upload_bad_and_good_configuration():
+    at = AppTest.from_string(UPLOAD_SCRIPT, default_timeout=TIMEOUT)
+    at.session_state["upload_bytes"] = b'{"kind": "grpo", "run": {"group_size": 1000}}'
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "run.group_size" in at.error[0].value
+    at.session_state["upload_bytes"] = b"{not json"
+    at.run()
+    assert len(at.error) == 1 and "file" in at.error[0].value and "JSON" in at.error[0].value
+    good = {"kind": "grpo", "seeds": 3, "run": {"group_size": 4, "lr": 0.01, "kl_coef": 0.1},
+            "problem": {"seed": 7}}
+    at.session_state["upload_bytes"] = json.dumps(good).encode()
+    at.run()
+    assert not at.error and at.success
+    state = at.session_state
+    assert (state["grpo_group_size"], state["grpo_lr"], state["grpo_kl_coef"], state["grpo_seeds"],
+            state["problem_seed"]) == (4, 0.01, 0.1, 3, 7)
+
+
+# The GRPO page's uploader callback, given a file the way the uploader would (AppTest has no
+# file-upload driver); then the GRPO page itself renders the restored settings.
+UPLOAD_SCRIPT = """
+import streamlit as st
+from ui import live
+
+class Upload:
+    name = "experiment.json"
+    def __init__(self, data): self.data = data
+    def getvalue(self): return self.data
+
+st.session_state["grpo_upload"] = Upload(st.session_state["upload_bytes"])
+live._apply_upload("grpo")
+kind, text = st.session_state["grpo_upload_message"]
+(st.error if kind == "error" else st.success)(text)
+"""
+
+
+def test_restored_settings_drive_the_page():
+    at = AppTest.from_file(str(ROOT / "pages/2_GRPO.py"), default_timeout=TIMEOUT)
+    at.session_state["grpo_group_size"] = 4
+    at.session_state["grpo_iterations"] = 40
+    at.session_state["grpo_seeds"] = 2
+    at.run(timeout=TIMEOUT)
+    ok(at)
+    assert at.slider(key="grpo_group_size").value == 4
+    assert at.number_input(key="grpo_iterations").value == 40
+    assert "mean of 2" in at.metric[0].label                    # the result is of the restored runs
+
+
+def test_presentation_mode_renders_everywhere():
+    for page in ("app.py", "pages/0_Guided_tour.py", "pages/2_GRPO.py", "pages/5_Compare.py"):
+        at = app(page, {"present": "1", "grpo_iterations": "40", "grpo_seeds": "2",
+                        "rlvr_iterations": "40"})
+        ok(at)
+        assert at.session_state["present"] is True
+        assert at.button(key="present_exit")
+    at.button(key="present_exit").click().run()
+    assert at.session_state["present"] is False and not [b for b in at.button if b.key == "present_exit"]
+
+
+def test_tour_renders_and_reveal_works():
+    at = app("pages/0_Guided_tour.py")
+    ok(at)
+    assert not at.success and not at.warning                   # nothing revealed yet
+    assert at.button(key="tour_3_reveal").disabled              # predict first
+    at.radio(key="tour_3_guess").set_value("higher than SFT's").run()
+    at.button(key="tour_3_reveal").click().run()
+    ok(at)
+    verdicts = [e.value for e in [*at.success, *at.warning]]
+    assert len(verdicts) == 1 and ("held" in verdicts[0] or "Not this time" in verdicts[0])
+    assert at.get("vega_lite_chart")
+
+
+def test_live_run_stops_and_keeps_finished_iterations(upstream):
+    run = LiveRun(upstream, seed_configs(GRPOConfig(iterations=400), 2))
+    run.advance(30)
+    assert run.done == 30 and not run.finished
+    assert len(run.results()[0].history) == 30
+    run.stop()
+    assert run.finished and run.stopped
+    assert [len(r.history) for r in run.results()] == [30, 30]
+    assert "Stopped after 30 of 400" in run.results()[0].stopped
+
+
+def test_live_run_in_pieces_is_the_batch_run(upstream):
+    """Live training is the real run: in pieces it ends exactly where the one-go run ends."""
+    from grpo_core import run_many
+    configs = seed_configs(GRPOConfig(iterations=25), 2)
+    run = LiveRun(upstream, configs)
+    for _ in range(3):
+        run.advance(10)
+    assert run.finished and not run.stopped
+    for live, ref in zip(run.results(), run_many(upstream, configs)):
+        assert live.history.equals(ref.history)
+
+
+def test_pin_labels_name_differences():
+    base = {"name": "GRPO", "seeds": 8, "config": GRPOConfig().to_dict(),
+            "upstream": {"problem": {"seed": 42}}}
+    other = {**base, "config": GRPOConfig(lr=0.01).to_dict()}
+    rlvr = {**base, "name": "RLVR"}
+    assert pin_labels([base, other]) == ["#1: lr=0.001", "#2: lr=0.01"]
+    assert pin_labels([base, rlvr]) == ["#1: GRPO", "#2: RLVR"]
