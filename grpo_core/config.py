@@ -17,6 +17,9 @@ C = TypeVar("C")
 # A cap on the work one request may ask for (iterations x epochs x prompts x group size x seeds):
 # it keeps a single request on a shared host to seconds, not minutes, of CPU.
 MAX_WORK_PER_REQUEST = 100_000_000
+# SFT and reward-model training: at most this many steps, and steps x hidden units.
+MAX_PRETRAIN_STEPS = 10_000
+MAX_PRETRAIN_WORK = 1_000_000
 
 
 def knob(default, lo=None, hi=None, help: str = "", choices=None, log: bool = False):
@@ -134,6 +137,16 @@ class SFTConfig(_Validated):
     def steps(self) -> int:
         return self.epochs * self.steps_per_epoch
 
+    def check(self) -> None:
+        # Each step costs about the same whatever the batch (it is drawn up front), more with
+        # hidden units: bound steps and steps x hidden units to keep SFT to seconds.
+        if self.steps > MAX_PRETRAIN_STEPS:
+            raise ConfigError("epochs", f"epochs x steps per epoch = {self.steps:,} is over the "
+                              f"limit of {MAX_PRETRAIN_STEPS:,} steps")
+        if self.steps * self.hidden_dim > MAX_PRETRAIN_WORK:
+            raise ConfigError("hidden_dim", f"steps x hidden units = {self.steps * self.hidden_dim:,} "
+                              f"is over the limit of {MAX_PRETRAIN_WORK:,}")
+
 
 @dataclass(frozen=True)
 class RewardModelConfig(_Validated):
@@ -144,6 +157,11 @@ class RewardModelConfig(_Validated):
     lr: float = knob(1e-3, 1e-5, 1.0, "Adam learning rate of the reward model.", log=True)
     hidden_dim: int = knob(32, 4, 256, "Hidden units (and token-embedding size) of the reward model.")
     seed: int = knob(42, 0, 2**31 - 1, "Seed of the reward model's initialization and comparison data.")
+
+    def check(self) -> None:
+        if self.steps * self.hidden_dim > MAX_PRETRAIN_WORK:
+            raise ConfigError("hidden_dim", f"steps x hidden units = {self.steps * self.hidden_dim:,} "
+                              f"is over the limit of {MAX_PRETRAIN_WORK:,}")
 
 
 ADVANTAGE_ESTIMATORS = ("grpo", "dr_grpo", "batch_std", "rloo", "none")

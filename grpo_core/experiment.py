@@ -81,4 +81,7 @@ def experiment_from_json(text: str | bytes) -> Experiment:
     except json.JSONDecodeError as err:
         raise ConfigError("file", f"is not valid JSON ({err.msg} at line {err.lineno}, "
                           f"column {err.colno})") from None
+    except (ValueError, RecursionError) as err:  # e.g. an integer of 5000 digits, deep nesting
+        raise ConfigError("file", f"is not usable JSON ({type(err).__name__}: "
+                          f"{str(err)[:80] or 'nested too deeply'})") from None
     return experiment_from_dict(data)

@@ -22,7 +22,7 @@ samples gather from that (E, C, V) table; the gradient is backpropagated by hand
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -301,7 +301,7 @@ class RunResult:
     final_logp: torch.Tensor       # (C, V)
     per_context: pd.DataFrame      # context, true_reward, rm_reward, correct_prob, kl_ref, entropy
     stopped: str = ""              # why the run ended before config.iterations, if it did
-    extra: dict = field(default_factory=dict)
+    status: str = ""               # "" (finished), "stopped" (by request or paused) or "diverged"
 
     @property
     def completed_iterations(self) -> int:
@@ -684,4 +684,4 @@ def _result(problem, net, cfg, n, status, theta_row, final_logp, exact, stats, r
         "stopped": f"Stopped after {n} of {cfg.iterations} iterations.",
         "": ""}[status]
     return RunResult(cfg, pd.DataFrame(hist), net.state_dict(theta_row), final_logp.clone(),
-                     per_context, message)
+                     per_context, message, status)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grpo_core import ConfigError, GRPOConfig, RLVRConfig, build_upstream, run_many
+from grpo_core import (ConfigError, GRPOConfig, RLVRConfig, RewardModelConfig, SFTConfig,
+                       build_upstream, run_many)
 from grpo_core.config import config_fields
 from grpo_core.experiment import experiment_from_json
 
@@ -104,3 +105,15 @@ def test_arbitrary_documents_raise_only_config_errors(doc):
         experiment_from_json(text)
     except ConfigError as err:
         assert str(err)
+
+
+@pytest.mark.parametrize("cls,kw,field", [
+    (SFTConfig, dict(epochs=500, steps_per_epoch=100), "epochs"),
+    (SFTConfig, dict(epochs=100, steps_per_epoch=50, hidden_dim=256), "hidden_dim"),
+    (RewardModelConfig, dict(steps=5000, hidden_dim=256), "hidden_dim"),
+])
+def test_pretraining_work_is_capped_with_a_message(cls, kw, field):
+    with pytest.raises(ConfigError) as err:
+        cls(**kw)
+    assert str(err.value).startswith(field) and "limit" in str(err.value)
+    cls()  # the defaults are far inside the caps
