@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: run test bench screenshots chromium clean
+.PHONY: run test bench screenshots load-test chromium clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: $(VENV)/.installed-req
 ## screenshots: regenerate the README images in docs/img/
 screenshots: $(VENV)/.installed-test chromium
 	$(PY) scripts/screenshots.py
+
+## load-test: 20 concurrent browser sessions against one local app process (figures; not in make test)
+load-test: $(VENV)/.installed-test chromium
+	$(PY) scripts/load_test.py --sessions 20
 
 clean:
 	rm -rf $(VENV) test-output

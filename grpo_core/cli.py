@@ -327,7 +327,7 @@ def _run_method(args, group: Group, name: str) -> tuple[dict, str]:
     lines = [f"{label}: {n_seeds} run(s), seeds {configs[0].seed}..{configs[-1].seed}; "
              f"{cfg.iterations} iterations x {cfg.prompts} prompts x G={cfg.group_size}, "
              f"{cfg.epochs} epoch(s), lr {cfg.lr:g}, kl_coef {cfg.kl_coef:g}, clip_eps {cfg.clip_eps:g}",
-             "", f"Final exact metrics (mean over runs) vs the SFT start:",
+             "", "Final exact metrics (mean over runs) vs the SFT start:",
              _table(pd.DataFrame({"metric": list(final), "sft": [sft[m] for m in final],
                                   name: list(final.values())})),
              "", "Per context, exact expected true reward:", _table(shown)]

@@ -30,7 +30,7 @@ import torch
 
 from .config import ADVANTAGE_ESTIMATORS as _ESTIMATOR_NAMES, GRPOConfig, check_budget
 from .metrics import policy_metrics
-from .models import BatchedAdam, PolicyNet
+from .models import BatchedAdam
 from .problem import Problem
 from .sampling import generator, sample_categorical
 from .sft import SFTResult, sft_policy

@@ -11,7 +11,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .config import GRPOConfig, ProblemConfig, RLVRConfig, RewardModelConfig, SFTConfig
 from .grpo import RunResult, train_grpo

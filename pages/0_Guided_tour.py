@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 import ui
-from grpo_core import GRPOConfig, RLVRConfig, compare_table, reference_metrics, seed_configs
+from grpo_core import GRPOConfig, RLVRConfig, compare_table, seed_configs
 
 TOUR_ITERATIONS, TOUR_SEEDS = 200, 4
 

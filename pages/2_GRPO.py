@@ -3,7 +3,7 @@ import streamlit as st
 
 import ui
 from grpo_core import GRPOConfig, seed_configs
-from ui import live
+from ui import guard, lab, live
 
 ui.page("GRPO")
 live.follow_upload()
@@ -22,6 +22,7 @@ with st.sidebar:
 
 up = ui.stored_upstream()
 configs = seed_configs(cfg, n_seeds)
+guard.work_caption(configs)
 watch = st.toggle("▶ Watch it train", key="grpo_watch", bind="query-params", persist_state="session",
                   help="Train these settings live, step by step, instead of showing the finished runs.")
 if watch:
@@ -59,3 +60,4 @@ live.pin_button("grpo", cfg, n_seeds, up, results)
 live.pins_view("grpo")
 
 live.save_and_load("grpo", cfg, n_seeds, up, results)
+lab.trl_export(cfg)

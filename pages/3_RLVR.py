@@ -3,7 +3,7 @@ import streamlit as st
 
 import ui
 from grpo_core import RLVRConfig, seed_configs
-from ui import live
+from ui import guard, lab, live
 
 ui.page("RLVR")
 live.follow_upload()
@@ -24,6 +24,7 @@ with st.sidebar:
 
 up = ui.stored_upstream()
 configs = seed_configs(cfg, n_seeds)
+guard.work_caption(configs)
 watch = st.toggle("▶ Watch it train", key="rlvr_watch", bind="query-params", persist_state="session",
                   help="Train these settings live, step by step, instead of showing the finished runs.")
 if watch:
@@ -67,3 +68,4 @@ live.pin_button("rlvr", cfg, n_seeds, up, results)
 live.pins_view("rlvr")
 
 live.save_and_load("rlvr", cfg, n_seeds, up, results)
+lab.trl_export(cfg)

@@ -333,3 +333,21 @@ def test_cache_is_bounded_in_entries_and_bytes():
     with pytest.raises(ConfigError, match="MiB"):
         guard.check_result_size(big, [GRPOConfig(iterations=5000, group_size=g, seed=s)
                                       for g in (2, 4, 8, 16, 32, 64) for s in range(64)])
+
+
+def test_training_lock_is_shared_per_key_and_released_when_unused():
+    import gc
+
+    import ui
+    from grpo_core import GRPOConfig
+
+    class FakeUp:  # only .configs is used for the key
+        configs = ("problem", "sft", "rm")
+
+    a = ui.training_lock(FakeUp, [GRPOConfig(seed=1)])
+    assert ui.training_lock(FakeUp, [GRPOConfig(seed=1)]) is a       # same runs: same lock
+    assert ui.training_lock(FakeUp, [GRPOConfig(seed=2)]) is not a   # other runs: another lock
+    n = len(ui._TRAINING_LOCKS)
+    del a
+    gc.collect()
+    assert len(ui._TRAINING_LOCKS) < n                               # the table keeps only keys in use

@@ -10,6 +10,8 @@ setting survives moving between pages, and other pages read it from st.session_s
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from typing import Sequence
 
 import altair as alt
@@ -224,9 +226,20 @@ def describe(cfg, defaults: dict | None = None) -> str:
     return ", ".join(changed) if changed else "defaults"
 
 
+class _NotCached(Exception):
+    """Raised by a probe of _train's cache that finds nothing (exceptions are never cached)."""
+
+
 # Robustness: at most 16 entries of at most guard.MAX_RESULT_BYTES (32 MiB) each, see ui/guard.py.
 @st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
-def _train(problem_cfg, sft_cfg, rm_cfg, configs: tuple, _up: Upstream) -> list[RunResult]:
+def _train(problem_cfg, sft_cfg, rm_cfg, configs: tuple, _up: Upstream,
+           _results: list[RunResult] | None = None, _probe: bool = False) -> list[RunResult]:
+    """Keyed on the configs only. _probe: raise _NotCached instead of training (a cache miss);
+    _results: runs trained elsewhere (in pieces, see ui/live.py), to be remembered under this key."""
+    if _probe:
+        raise _NotCached
+    if _results is not None:
+        return _results
     # The progress bar is created here so that a cache hit replays it (already finished, then gone).
     bar = st.progress(0.0, text=f"Training {len(configs)} runs as one batch…")
     every = max(1, max(c.iterations for c in configs) // 50)
@@ -241,15 +254,55 @@ def _train(problem_cfg, sft_cfg, rm_cfg, configs: tuple, _up: Upstream) -> list[
     return results
 
 
+def cached_runs(up: Upstream, configs: Sequence[GRPOConfig]) -> list[RunResult] | None:
+    """The cached result of these runs (a copy), or None if nobody has trained them yet."""
+    try:
+        return _train(*up.configs, tuple(configs), _up=up, _probe=True)
+    except _NotCached:
+        return None
+
+
+def remember_runs(up: Upstream, configs: Sequence[GRPOConfig], results: list[RunResult]) -> None:
+    """Put runs finished outside train() (live, in pieces) where train() will find them."""
+    _train(*up.configs, tuple(configs), _up=up, _results=results)
+
+
+class _KeyLock:
+    """A lock for one training key; weakly held, so the table only has keys in use."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+
+_TRAINING_LOCKS: "weakref.WeakValueDictionary[str, _KeyLock]" = weakref.WeakValueDictionary()
+_TRAINING_LOCKS_GUARD = threading.Lock()
+
+
+def training_lock(up: Upstream, configs: Sequence[GRPOConfig]) -> _KeyLock:
+    """The process-wide lock of these runs: sessions asking for the same runs at once train them
+    once (st.cache_data does this for train(); ui/live.py's stoppable training needs it too)."""
+    key = repr((up.configs, tuple(configs)))            # frozen dataclasses: a stable key
+    with _TRAINING_LOCKS_GUARD:
+        holder = _TRAINING_LOCKS.get(key)
+        if holder is None:
+            holder = _TRAINING_LOCKS[key] = _KeyLock()
+    return holder
+
+
 def train(up: Upstream, configs: Sequence[GRPOConfig]) -> list[RunResult]:
     """All configs as one batched run_many call, cached on (upstream configs, run configs)."""
     configs = tuple(configs)
+    check_request(up, configs)
+    return _train(*up.configs, configs, _up=up)
+
+
+def check_request(up: Upstream, configs: Sequence[GRPOConfig]) -> None:
+    """Stop the page with a readable error if the request is over the work or size caps."""
     try:
         check_budget(configs)
         guard.check_result_size(up.configs, configs)  # robustness: bounds the cache in bytes
     except ConfigError as err:
         stop_with_error(err)
-    return _train(*up.configs, configs, _up=up)
 
 
 def show_stopped(results: Sequence[RunResult]) -> None:

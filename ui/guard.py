@@ -18,8 +18,7 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from grpo_core import (GRPOConfig, MAX_WORK_PER_REQUEST, ProblemConfig, RLVRConfig, RewardModelConfig,
-                       SFTConfig, config_fields)
+from grpo_core import GRPOConfig, MAX_WORK_PER_REQUEST, RLVRConfig, config_fields
 from grpo_core.config import ConfigError, request_work
 
 import ui
@@ -218,7 +217,7 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
             return fix(nearest)
         if s.lo is not None and not s.lo <= value <= s.hi:
             return fix(nearest, f"is out of range ({_g(s.lo)} to {_g(s.hi)})")
-        return fix(nearest, f"is not one of the slider's values", f"the nearest, {text(nearest)}")
+        return fix(nearest, "is not one of the slider's values", f"the nearest, {text(nearest)}")
     value, problem = _number(given, whole=isinstance(s.default, int))
     if problem:
         return fix(s.default, problem, default)

@@ -152,7 +152,7 @@ def effective_beta_table(by_coef: dict[float, Sequence[RunResult]], up: Upstream
                          frontier: pd.DataFrame) -> pd.DataFrame:
     """Per KL coefficient: final KL and rewards (means over seeds), the peak true reward, the beta
     whose exact optimum has the final KL, and the optimum's true reward at that KL."""
-    ref, proxy, true = up.sft.logp.exp(), up.rm.scores, up.problem.true_reward
+    ref, proxy = up.sft.logp.exp(), up.rm.scores
     rows = []
     for beta, runs in by_coef.items():
         final = pd.DataFrame([r.history.iloc[-1] for r in runs]).mean(numeric_only=True)

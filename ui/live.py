@@ -23,7 +23,7 @@ import streamlit as st
 
 import ui
 from grpo_core import (ConfigError, GRPOConfig, GRPOTrainer, RLVRConfig, RunResult, Upstream, band,
-                       check_budget, config_fields)
+                       config_fields)
 from grpo_core.experiment import MAX_EXPERIMENT_BYTES, Experiment, experiment_from_json
 
 TICK_SECONDS = 0.3          # the live view trains a piece and redraws this often while playing
@@ -75,57 +75,35 @@ class LiveRun:
         return self._results
 
 
-# ---------------------------------------------------------------- ui.train's cache
-
-def _train_cache_slot(up: Upstream, configs: tuple):
-    """(cache, key) of ui.train's st.cache_data entry for these runs, or None if unavailable.
-
-    Uses Streamlit internals (1.67): the same key ui.train's ui._train(*up.configs, configs,
-    _up=up) call computes.
-    """
-    try:
-        from streamlit.runtime.caching.cache_utils import _make_value_key
-        func = ui._train
-        info = func._info
-        key = _make_value_key(info.cache_type, info.func, (*up.configs, configs), {"_up": up},
-                              info.hash_funcs)
-        return info.get_function_cache(func._function_key), key
-    except Exception:
-        return None
-
+# ---------------------------------------------------------------- the static run, stoppable
 
 def is_cached(up: Upstream, configs: Sequence[GRPOConfig]) -> bool:
-    slot = _train_cache_slot(up, tuple(configs))
-    if slot is None:
-        return False
-    try:
-        slot[0].read_result(slot[1])
-        return True
-    except Exception:
-        return False
+    return ui.cached_runs(up, configs) is not None
 
-
-def store_in_cache(up: Upstream, configs: Sequence[GRPOConfig], results: list[RunResult]) -> bool:
-    """Put a finished run (not one stopped by request) where ui.train will find it."""
-    slot = _train_cache_slot(up, tuple(configs))
-    if slot is None:
-        return False
-    slot[0].write_result(slot[1], results, [])
-    return True
-
-
-# ---------------------------------------------------------------- the static run, stoppable
 
 def train(up: Upstream, configs: Sequence[GRPOConfig], key: str) -> list[RunResult]:
     """ui.train(up, configs), but a run that is not cached trains in pieces with a progress bar
-    and a Stop button; stopping keeps the finished iterations (and the results say so)."""
+    and a Stop button; stopping keeps the finished iterations (and the results say so).
+    Sessions asking for the same runs at once train them once: the others wait for the result."""
     configs = tuple(configs)
+    ui.check_request(up, configs)
+    cached = ui.cached_runs(up, configs)
+    if cached is not None:
+        return cached
+    holder = ui.training_lock(up, configs)
+    if not holder.lock.acquire(blocking=False):
+        note = st.empty()
+        while not holder.lock.acquire(timeout=0.25):   # st calls let a rerun interrupt the wait
+            note.info("Another session is training exactly these runs; waiting for its result…")
+        note.empty()
     try:
-        check_budget(configs)
-    except ConfigError as err:
-        ui.stop_with_error(err)
-    if is_cached(up, configs):
-        return ui.train(up, configs)
+        cached = ui.cached_runs(up, configs)
+        return cached if cached is not None else _train_in_pieces(up, configs, key)
+    finally:
+        holder.lock.release()
+
+
+def _train_in_pieces(up: Upstream, configs: tuple, key: str) -> list[RunResult]:
     state_key = f"{key}_run"
     run = st.session_state.get(state_key)
     if run is None or run.key != (up.configs, configs):
@@ -150,7 +128,7 @@ def train(up: Upstream, configs: Sequence[GRPOConfig], key: str) -> list[RunResu
     holder.empty()
     results = run.results()
     if not run.stopped:
-        store_in_cache(up, configs, results)
+        ui.remember_runs(up, configs, results)
         del st.session_state[state_key]
     return results
 
@@ -226,7 +204,8 @@ def watch_section(up: Upstream, configs: Sequence[GRPOConfig], key: str, name: s
                                 "★ marks each context's correct (best) token",
                                 colors=[color, ui.SFT_COLOR, ui.TRUE_COLOR]))
         if live.finished and not live.stopped and not live.cached:
-            live.cached = store_in_cache(up, configs, results)
+            ui.remember_runs(up, configs, results)
+            live.cached = True
         if playing != ticking:
             st.session_state[playing_key] = playing
             st.rerun(scope="app")   # start or stop the timer; a finished run shows the full view
