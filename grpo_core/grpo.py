@@ -152,11 +152,14 @@ class LossTerms:
             k_code=col([KL_CODES[c.kl_estimator] for c in configs], torch.long),
             entropy_coef=torch.tensor([c.entropy_coef for c in configs]))
 
-    @property
-    def flags(self) -> tuple[bool, bool, bool, bool]:
-        """(exact KL, sampled KL, entropy bonus, dual clip) present in any member."""
-        return (bool((self.beta_exact > 0).any()), bool((self.beta_sample > 0).any()),
-                bool((self.entropy_coef > 0).any()), bool((self.dual_clip > 0).any()))
+    def __post_init__(self):
+        # Derived once, not at every step: the ratio bounds, and which terms any member uses.
+        object.__setattr__(self, "ratio_low", 1 - self.clip_low)
+        object.__setattr__(self, "ratio_high", 1 + self.clip_high)
+        object.__setattr__(self, "flags", (
+            bool((self.beta_exact > 0).any()), bool((self.beta_sample > 0).any()),
+            bool((self.entropy_coef > 0).any()), bool((self.dual_clip > 0).any()),
+            bool((self.k_code > 0).any())))
 
 
 KL_CODES = {"exact": 0, "k1": 1, "k2": 2, "k3": 3}
@@ -244,18 +247,17 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
     clipped. use_kl=False skips every KL term (kl_coef = 0 in every member).
     """
     terms = terms or LossTerms.simple(clip_eps, kl_coef)
-    use_exact, use_sample, use_entropy, use_dual = terms.flags
+    use_exact, use_sample, use_entropy, use_dual, any_estimate = terms.flags
     probs = logp.exp()
     wa = weight * adv                                                       # (E, S)
-    zero = torch.zeros(adv.shape[0], dtype=torch.long)
     if first_epoch:
         new_logp = old_logp
         dlogp, policy_loss = -wa, -wa.sum(1)
-        n_low = n_high = zero
+        n_low = n_high = torch.zeros(adv.shape[0])
     else:
         new_logp = _at_samples(logp, index)
         ratio = torch.exp(new_logp - old_logp)
-        lo, hi = 1 - terms.clip_low, 1 + terms.clip_high
+        lo, hi = terms.ratio_low, terms.ratio_high
         clip_high = (adv > 0) & (ratio > hi)
         clip_low = (adv < 0) & (ratio < lo)
         stop = clip_high | clip_low
@@ -266,9 +268,9 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
             stop = stop | dual_hit
         policy_loss = -obj.sum(1)
         dlogp = torch.where(stop, 0.0, -wa * ratio)
-        n_low, n_high = clip_low.sum(1), clip_high.sum(1)
+        n_low, n_high = clip_low.sum(1, dtype=torch.float32), clip_high.sum(1, dtype=torch.float32)
     info = {"policy_loss": policy_loss, "n_clip_low": n_low, "n_clip_high": n_high}
-    estimated = use_kl and bool((terms.k_code > 0).any())
+    estimated = use_kl and any_estimate
     if estimated:  # a member uses a sampled-token KL estimate, in the loss or in the reward
         k_value, k_deriv = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code)
         kl_sample = (weight * k_value).sum(1)
@@ -376,6 +378,12 @@ class _Members:
                         // prompts.unsqueeze(1)).minimum(self.minibatches.unsqueeze(1) - 1)
         self.minibatch_of_sample = mb_of_prompt.unsqueeze(-1).expand(-1, -1, self.g_max).flatten(1)  # (E, S)
         self.single_minibatch = bool((self.minibatches == 1).all())
+        # Constants of every iteration, built once.
+        self.mb_of_prompt, self.m_max = mb_of_prompt, int(self.minibatches.max())
+        self.member_of_prompt = torch.arange(self.n).unsqueeze(1).expand(-1, self.p_max)  # (E, P)
+        self.prompt_count = self.valid_p.float()
+        self.weight = self.valid.flatten(1) / self.n_samples.unsqueeze(1)    # (E, S)
+        self.in_step = [step < self.steps for step in range(self.steps_max)]  # (E,) per step
 
     def step_weights(self, step: int, ctx_weight_mb: torch.Tensor):
         """Sample weights (E, S) and context weights (E, C) for optimizer step `step` of a batch."""
@@ -534,16 +542,15 @@ class GRPOTrainer:
         adv, zero_std = _advantages(m, rewards)
         adv = adv.flatten(1)
         # Fraction of each minibatch's prompts at each context: (E, M, C).
-        mb_of_prompt = m.minibatch_of_sample.view(n_mem, m.p_max, m.g_max)[..., 0]
-        ctx_weight_mb = torch.zeros(n_mem, int(m.minibatches.max()), n_ctx)
-        ctx_weight_mb.index_put_((torch.arange(n_mem).unsqueeze(1).expand_as(prompts), mb_of_prompt,
-                                  prompts), m.valid_p.float(), accumulate=True)
+        ctx_weight_mb = torch.zeros(n_mem, m.m_max, n_ctx)
+        ctx_weight_mb.index_put_((m.member_of_prompt, m.mb_of_prompt, prompts), m.prompt_count,
+                                 accumulate=True)
         ctx_weight_mb /= ctx_weight_mb.sum(-1, keepdim=True).clamp_min(1)
 
         # epochs x minibatches clipped policy-gradient steps on this batch.
         record = torch.zeros(n_mem, len(_STEP_RECORD))
-        weight = m.valid.flatten(1) / m.n_samples.unsqueeze(1)
-        ctx_weight = ctx_weight_mb[:, 0]
+        weight, ctx_weight = m.weight, ctx_weight_mb[:, 0]
+        in_run = it < m.iterations
         h1 = self.h1
         for step in range(m.steps_max):
             if step:
@@ -555,13 +562,13 @@ class GRPOTrainer:
                                              ctx_weight, None, m.kl_coef, step == 0, m.use_kl,
                                              terms=m.terms)
             grad = net.backward(params, x1, h1, dlogits)
-            info["grad_norm"] = torch.linalg.vector_norm(grad, dim=1, dtype=torch.float64)
-            values = torch.stack([info[k].float() for k in _STEP_RECORD], dim=1)   # (E, R)
+            info["grad_norm"] = torch.linalg.vector_norm(grad, dim=1, dtype=torch.float64).float()
+            values = torch.stack([info[k] for k in _STEP_RECORD], dim=1)   # (E, R)
             if m.lockstep:
                 self.opt.step(grad)
                 record += values
             else:  # members past their own steps or iterations sit this step out
-                active = (it < m.iterations) & (step < m.steps)
+                active = in_run & m.in_step[step]
                 self.opt.step(grad, active)
                 record += values * active.unsqueeze(1)
         self.logits, self.h1 = net.forward(params, x1)

@@ -205,12 +205,22 @@ class BatchedAdam:
         self.steps = 0                      # step count while every member takes every step
         self.t: torch.Tensor | None = None  # (E, 1) float64 per-member counts, once they differ
 
+    def _corrections(self, t: int):
+        """Tables of the bias corrections for step counts 0..>=t, built once (and grown):
+        1 / sqrt(1 - b2^t) as float32 (T,), and -lr / (1 - b1^t) as float32 (T, E)."""
+        if getattr(self, "_inv_bc2", None) is None or t >= len(self._inv_bc2):
+            steps = torch.arange(max(1024, 2 * t), dtype=torch.float64)
+            self._inv_bc2 = ((1 - self.b2 ** steps) ** -0.5).float()
+            self._step_size = (-self.lr.T / (1 - self.b1 ** steps).unsqueeze(1)).float()
+        return self._inv_bc2, self._step_size
+
     def step(self, grad: torch.Tensor, active: torch.Tensor | None = None) -> None:
         """One Adam step with grad (E, N); `active (E,)` bool selects the members to update."""
         b1, b2 = self.b1, self.b2
         if active is None and self.t is None:
             self.steps += 1
-            t = torch.tensor(float(self.steps), dtype=torch.float64)
+            inv_bc2, step_size = self._corrections(self.steps)
+            inv_bc2, step_size = inv_bc2[self.steps], step_size[self.steps].unsqueeze(1)
             self.m.lerp_(grad, 1 - b1)
             self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
             m, v = self.m, self.v
@@ -220,14 +230,15 @@ class BatchedAdam:
             act = (torch.ones_like(self.t, dtype=torch.bool) if active is None
                    else active.reshape(-1, 1))
             self.t += act
-            t = self.t.clamp_min(1)
+            t = self.t.clamp_min(1).long()                                   # (E, 1)
+            inv_bc2, step_size = self._corrections(int(t.max()))
+            inv_bc2 = inv_bc2[t]
+            step_size = step_size[t.squeeze(1), torch.arange(len(t))].unsqueeze(1)
             m = self.m.lerp(grad, 1 - b1)
             v = self.v.mul(b2).addcmul_(grad, grad, value=1 - b2)
             self.m = torch.where(act, m, self.m)
             self.v = torch.where(act, v, self.v)
-        # Bias corrections in float64, rounded once to float32 (as torch.optim's Python floats are).
-        inv_bc2 = ((1 - b2 ** t) ** -0.5).float()
-        step_size = (-self.lr / (1 - b1 ** t)).float()                      # (E, 1)
+        # m * step_size / (sqrt(v) / sqrt(1 - b2^t) + eps), the same float operations on both paths
         update = (m * step_size).div_(v.sqrt().mul_(inv_bc2).add_(self.eps))
         if active is not None:
             update = torch.where(act, update, 0.0)
