@@ -3,7 +3,7 @@ import streamlit as st
 
 import ui
 from grpo_core import GRPOConfig, seed_configs
-from ui import guard, lab, live
+from ui import live
 
 ui.page("GRPO")
 live.follow_upload()
@@ -12,29 +12,12 @@ st.title("GRPO on the learned reward model")
 st.markdown("Each iteration samples a group of G responses per prompt, scores them with the reward "
             "model, normalizes the rewards within each group and takes clipped policy steps.")
 
-with st.sidebar:
-    st.header("GRPO settings")
-    cfg = ui.make_config(GRPOConfig, **ui.config_controls(GRPOConfig, "grpo"))
-    n_seeds = ui.seeds_control("grpo")
-    show_runs = st.checkbox("show individual runs", key="grpo_show_runs", bind="query-params",
-                            persist_state="session", help="Draw every seed's curve faintly behind the mean.")
-    ui.reset_button([(GRPOConfig, "grpo", None)], {"grpo_seeds": ui.SEEDS_DEFAULT, "grpo_show_runs": False})
+cfg, n_seeds, show_runs = ui.run_controls(GRPOConfig, "grpo", "GRPO")
 
 up = ui.stored_upstream()
 configs = seed_configs(cfg, n_seeds)
-guard.work_caption(configs)
-watch = st.toggle("▶ Watch it train", key="grpo_watch", bind="query-params", persist_state="session",
-                  help="Train these settings live, step by step, instead of showing the finished runs.")
-if watch:
-    st.header("Watch it train")
-    live.watch_section(up, configs, "grpo", "GRPO", ui.GRPO_COLOR,
-                       ("rm_reward", "Expected reward-model reward, exact", "RM score"))
-    if not live.is_cached(up, configs):
-        st.caption("Every diagnostic of these runs appears here when the live run finishes.")
-        st.stop()
-    st.header("The finished runs")
-
-results = live.train(up, configs, "grpo")
+results = live.run_view(up, configs, "grpo", "GRPO", ui.GRPO_COLOR,
+                     ("rm_reward", "Expected reward-model reward, exact", "RM score"))
 ui.show_stopped(results)
 ui.summary(results, up)
 
@@ -55,9 +38,4 @@ ui.final_policy_view(results, up, "GRPO", "grpo", ui.GRPO_COLOR)
 st.caption("Where the reward model's top token is not the correct one (see Setup), GRPO moves "
            "probability onto the reward model's favourite instead.")
 
-st.header("Pinned runs")
-live.pin_button("grpo", cfg, n_seeds, up, results)
-live.pins_view("grpo")
-
-live.save_and_load("grpo", cfg, n_seeds, up, results)
-lab.trl_export(cfg)
+live.keep_and_share("grpo", cfg, n_seeds, up, results)

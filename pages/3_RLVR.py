@@ -3,7 +3,7 @@ import streamlit as st
 
 import ui
 from grpo_core import RLVRConfig, seed_configs
-from ui import guard, lab, live
+from ui import live
 
 ui.page("RLVR")
 live.follow_upload()
@@ -14,29 +14,12 @@ st.markdown("The reward is 1 when the sampled token is the context's correct tok
             "can mislead the policy; but a group in which every answer is wrong (or every answer "
             "right) has zero spread and teaches nothing.")
 
-with st.sidebar:
-    st.header("RLVR settings")
-    cfg = ui.make_config(RLVRConfig, **ui.config_controls(RLVRConfig, "rlvr"))
-    n_seeds = ui.seeds_control("rlvr")
-    show_runs = st.checkbox("show individual runs", key="rlvr_show_runs", bind="query-params",
-                            persist_state="session", help="Draw every seed's curve faintly behind the mean.")
-    ui.reset_button([(RLVRConfig, "rlvr", None)], {"rlvr_seeds": ui.SEEDS_DEFAULT, "rlvr_show_runs": False})
+cfg, n_seeds, show_runs = ui.run_controls(RLVRConfig, "rlvr", "RLVR")
 
 up = ui.stored_upstream()
 configs = seed_configs(cfg, n_seeds)
-guard.work_caption(configs)
-watch = st.toggle("▶ Watch it train", key="rlvr_watch", bind="query-params", persist_state="session",
-                  help="Train these settings live, step by step, instead of showing the finished runs.")
-if watch:
-    st.header("Watch it train")
-    live.watch_section(up, configs, "rlvr", "RLVR", ui.RLVR_COLOR,
-                       ("correct_prob", "Accuracy: probability of the correct token, exact", "P(correct token)"))
-    if not live.is_cached(up, configs):
-        st.caption("Every diagnostic of these runs appears here when the live run finishes.")
-        st.stop()
-    st.header("The finished runs")
-
-results = live.train(up, configs, "rlvr")
+results = live.run_view(up, configs, "rlvr", "RLVR", ui.RLVR_COLOR,
+                     ("correct_prob", "Accuracy: probability of the correct token, exact", "P(correct token)"))
 ui.show_stopped(results)
 ui.summary(results, up)
 
@@ -63,9 +46,4 @@ st.caption("RLVR learns only from groups holding both a right and a wrong answer
 st.header("The final policy, context by context")
 ui.final_policy_view(results, up, "RLVR", "rlvr", ui.RLVR_COLOR)
 
-st.header("Pinned runs")
-live.pin_button("rlvr", cfg, n_seeds, up, results)
-live.pins_view("rlvr")
-
-live.save_and_load("rlvr", cfg, n_seeds, up, results)
-lab.trl_export(cfg)
+live.keep_and_share("rlvr", cfg, n_seeds, up, results)

@@ -169,6 +169,19 @@ def seeds_control(prefix: str) -> int:
                           "the charts show their mean and spread.")
 
 
+def run_controls(cls, prefix: str, title: str):
+    """The sidebar of a run page (GRPO, RLVR): every config field, seeds, individual runs and a
+    reset button. Returns (config, number of seeds, show individual runs)."""
+    with st.sidebar:
+        st.header(f"{title} settings")
+        cfg = make_config(cls, **config_controls(cls, prefix))
+        n_seeds = seeds_control(prefix)
+        show_runs = st.checkbox("show individual runs", key=f"{prefix}_show_runs", bind="query-params",
+                                persist_state="session", help="Draw every seed's curve faintly behind the mean.")
+        reset_button([(cls, prefix, None)], {f"{prefix}_seeds": SEEDS_DEFAULT, f"{prefix}_show_runs": False})
+    return cfg, n_seeds, show_runs
+
+
 def stored_seeds(prefix: str) -> int:
     return int(st.session_state.get(f"{prefix}_seeds", SEEDS_DEFAULT))
 

@@ -22,6 +22,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from ui import guard, lab
 from grpo_core import (ConfigError, GRPOConfig, GRPOTrainer, RLVRConfig, RunResult, Upstream, band,
                        config_fields)
 from grpo_core.experiment import MAX_EXPERIMENT_BYTES, Experiment, experiment_from_json
@@ -131,6 +132,32 @@ def _train_in_pieces(up: Upstream, configs: tuple, key: str) -> list[RunResult]:
         ui.remember_runs(up, configs, results)
         del st.session_state[state_key]
     return results
+
+
+def run_view(up: Upstream, configs: Sequence[GRPOConfig], key: str, name: str, color: str,
+             second: tuple[str, str, str]) -> list[RunResult]:
+    """A run page's training: the "Watch it train" toggle (live view) and the finished runs.
+    Stops the page while a live run is still going (its diagnostics come when it finishes)."""
+    guard.work_caption(configs)
+    watch = st.toggle("▶ Watch it train", key=f"{key}_watch", bind="query-params", persist_state="session",
+                      help="Train these settings live, step by step, instead of showing the finished runs.")
+    if watch:
+        st.header("Watch it train")
+        watch_section(up, configs, key, name, color, second)
+        if not is_cached(up, configs):
+            st.caption("Every diagnostic of these runs appears here when the live run finishes.")
+            st.stop()
+        st.header("The finished runs")
+    return train(up, configs, key)
+
+
+def keep_and_share(key: str, cfg: GRPOConfig, n_seeds: int, up: Upstream, results: Sequence[RunResult]) -> None:
+    """A run page's closing sections: pinned runs, share/save/load, and the TRL equivalent."""
+    st.header("Pinned runs")
+    pin_button(key, cfg, n_seeds, up, results)
+    pins_view(key)
+    save_and_load(key, cfg, n_seeds, up, results)
+    lab.trl_export(cfg)
 
 
 # ---------------------------------------------------------------- watch it train
