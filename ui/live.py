@@ -198,7 +198,8 @@ def watch_section(up: Upstream, configs: Sequence[GRPOConfig], key: str, name: s
         if playing and playing == ticking:
             live.advance(chunk)
         cols = st.columns([1, 1, 1, 5])
-        cols[0].button("⏸ Pause" if playing else "▶ Play", key=f"{key}_play", on_click=play,
+        cols[0].button("Pause" if playing else "Play", key=f"{key}_play", on_click=play,
+                       icon=":material/pause:" if playing else ":material/play_arrow:",
                        disabled=live.finished, type="primary", width="stretch")
         cols[1].button("Step", key=f"{key}_step", on_click=step, disabled=live.finished,
                        help=f"Train {chunk} iterations, then pause.", width="stretch")
@@ -293,7 +294,8 @@ def share_url(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> str:
 
 def share_link(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> None:
     """'Copy link to this experiment': the full URL in a code box (its copy button copies it)."""
-    st.markdown("🔗 **Copy link to this experiment** (the copy button is at the right of the box)")
+    st.markdown(":material/link: **Copy link to this experiment** (the copy button is at the right "
+                "of the box)")
     st.code(share_url(prefixes), language=None, wrap_lines=True)
 
 
@@ -354,11 +356,11 @@ def save_and_load(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
     share_link()
     left, right = st.columns(2)
     with left:
-        st.download_button("⬇ History as CSV (every seed)", history_csv(results),
-                           file_name=f"{kind}_history.csv", mime="text/csv", on_click="ignore",
+        st.download_button("History as CSV (every seed)", data=history_csv(results),
+                           icon=":material/download:", file_name=f"{kind}_history.csv", mime="text/csv", on_click="ignore",
                            key=f"{kind}_csv", help="One row per seed and iteration: every exact and batch metric.")
-        st.download_button("⬇ Configuration as JSON", experiment(kind, cfg, n_seeds, up).to_json(),
-                           file_name=f"{kind}_experiment.json", mime="application/json",
+        st.download_button("Configuration as JSON", data=experiment(kind, cfg, n_seeds, up).to_json(),
+                           icon=":material/download:", file_name=f"{kind}_experiment.json", mime="application/json",
                            on_click="ignore", key=f"{kind}_json",
                            help="Every setting (task, SFT, reward model, this run, seeds): load it "
                                 "here to reproduce this result, or run it with the CLI.")
@@ -413,7 +415,7 @@ def pin_button(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
                      "upstream": {s: c.to_dict() for s, c in zip(("problem", "sft", "rm"), up.configs)},
                      "history": history})
         del pins[:-MAX_PINS]
-    st.button("📌 Pin this run", key=f"{kind}_pin", on_click=pin,
+    st.button("Pin this run", icon=":material/push_pin:", key=f"{kind}_pin", on_click=pin,
               help=f"Keep this run's mean curves to compare with others (at most {MAX_PINS}; the "
                    "oldest is dropped).")
 
