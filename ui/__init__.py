@@ -387,11 +387,22 @@ def _x_title(x: str) -> str:
     return {"iteration": "iteration", "samples": "samples generated (responses)"}.get(x, x)
 
 
+def _frame_digest(df: pd.DataFrame):
+    """What identifies a history for the chart caches: its columns and raw values (hashing these
+    bytes is ~100x faster than Streamlit's default content hash of a DataFrame)."""
+    values = df.to_numpy()
+    return tuple(df.columns), values.tobytes() if values.dtype != object else repr(values.tolist())
+
+
+@st.cache_data(max_entries=256, show_spinner=False,   # specs of at most ~100 kB each
+               hash_funcs={pd.DataFrame: _frame_digest})
 def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: str, *,
                y_title: str | None = None, x: str = "iteration", rules: dict[str, float] | None = None,
                show_runs: bool = False, faint: tuple[str, pd.DataFrame, str] | None = None,
                window: int = 1, colors: Sequence[str] | None = None, height: int = CHART_HEIGHT):
-    """Mean line and 10th-90th percentile band of history[column] over each group's runs.
+    """Mean line and 10th-90th percentile band of history[column] over each group's runs, as a
+    Vega-Lite spec (dict). Cached on its arguments (histories hashed by content), so a page's
+    rerun with unchanged results rebuilds no chart: most of a cached rerun's time was Altair.
 
     groups {label: [history]}; rules {label: y} dashed reference lines; faint = (label, history,
     its column): one extra thin grey line (e.g. the notebook's noisy metric); window: rolling mean.
@@ -444,8 +455,9 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
     subtitle = [BAND_NOTE.format(n=n_max)] if n_max > 1 else []
     if window > 1:
         subtitle.append(f"each run smoothed by a rolling mean over {window} iterations")
-    return alt.layer(*layers, *_rule_layers(rules)).properties(
+    chart = alt.layer(*layers, *_rule_layers(rules)).properties(
         title=_title(title, subtitle), height=height + 14 * max(0, len(subtitle) - 1))
+    return chart.to_dict(validate=False)
 
 
 def lines_chart(df: pd.DataFrame, x: str, columns: dict[str, str], title: str, y_title: str, *,
@@ -531,7 +543,10 @@ def errorbar_chart(df: pd.DataFrame, x: str, title: str, x_title: str, y_title: 
 
 
 def show(chart) -> None:
-    st.altair_chart(chart, width="stretch")
+    """An Altair chart or a Vega-Lite spec dict. Specs come from the project's own chart code, so
+    Altair's JSON-schema validation (much of a page's rerun time) is skipped."""
+    spec = chart if isinstance(chart, dict) else chart.to_dict(validate=False)
+    st.vega_lite_chart(spec, width="stretch")
 
 
 def show_grid(charts: Sequence, columns: int = 2) -> None:

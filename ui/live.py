@@ -356,7 +356,7 @@ def save_and_load(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
     share_link()
     left, right = st.columns(2)
     with left:
-        st.download_button("History as CSV (every seed)", data=history_csv(results),
+        st.download_button("History as CSV (every seed)", data=lambda: history_csv(results),
                            icon=":material/download:", file_name=f"{kind}_history.csv", mime="text/csv", on_click="ignore",
                            key=f"{kind}_csv", help="One row per seed and iteration: every exact and batch metric.")
         st.download_button("Configuration as JSON", data=experiment(kind, cfg, n_seeds, up).to_json(),
