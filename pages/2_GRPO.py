@@ -32,6 +32,7 @@ ui.show_grid([
 st.caption("The notebook tracks the reward of a single sampled group per iteration (grey), which is "
            "mostly sampling noise; the lines here are exact expectations over all tokens.")
 ui.show_grid(ui.diagnostics(runs, show_runs))
+ui.more_diagnostics(runs, show_runs)
 
 st.header("The final policy, context by context")
 ui.final_policy_view(results, up, "GRPO", "grpo", ui.GRPO_COLOR)

@@ -36,6 +36,7 @@ ui.show_grid([
 st.caption("The notebook plots the fraction of correct samples in each batch (grey): an unbiased "
            "but noisy estimate of the exact accuracy drawn as the line.")
 ui.show_grid(ui.diagnostics(runs, show_runs, colors=colors))
+ui.more_diagnostics(runs, show_runs, colors=colors)
 
 st.header("Correct token per context")
 table = ui.correct_prob_table(results, up)

@@ -57,18 +57,6 @@ ui.show_grid([
 ])
 
 st.header("Every run")
-st.markdown("Select a row to see that run's curves on their own.")
-table = ui.final_table(results, up, with_g=True)
-event = st.dataframe(table, hide_index=True, column_config=ui.number_formats(table), on_select="rerun",
-                     selection_mode="single-row", key="sweep_table", height=280)
-if event.selection.rows and event.selection.rows[0] < len(results):
-    run = results[event.selection.rows[0]]
-    one = {f"G={run.config.group_size}, seed {run.config.seed}": [run.history]}
-    ui.show_grid([
-        ui.band_chart(one, "true_reward", "Expected true reward", y_title="true reward", x=x_axis,
-                      rules=ui.reward_rules(up)),
-        ui.band_chart(one, "kl_ref", "KL(policy ‖ SFT reference)", y_title="KL (nats)", x=x_axis),
-        ui.band_chart(one, "entropy", "Entropy", y_title="entropy (nats)", x=x_axis),
-    ], columns=3)
+ui.pick_a_run(ui.final_table(results, up, with_g=True), results, up, "sweep_table", x=x_axis)
 
 live.share_link()

@@ -16,8 +16,8 @@ st.caption(f"GRPO: {ui.describe(grpo_cfg)}, {grpo_seeds} seeds · RLVR: {ui.desc
            f"{rlvr_seeds} seeds (change them on the GRPO and RLVR pages).")
 up = ui.stored_upstream()
 guard.work_caption(seed_configs(grpo_cfg, grpo_seeds), seed_configs(rlvr_cfg, rlvr_seeds))
-grpo = ui.train(up, seed_configs(grpo_cfg, grpo_seeds))
-rlvr = ui.train(up, seed_configs(rlvr_cfg, rlvr_seeds))
+grpo = live.train(up, seed_configs(grpo_cfg, grpo_seeds), "compare_grpo")
+rlvr = live.train(up, seed_configs(rlvr_cfg, rlvr_seeds), "compare_rlvr")
 ui.show_stopped(grpo + rlvr)
 
 names = {"grpo": "GRPO", "rlvr": "RLVR"}
@@ -32,7 +32,6 @@ st.caption("Exact expected true reward of each final policy. Spread: min – max
            "Beats SFT: ✓ when the mean does, and how many seeds do.")
 
 st.header("Per seed")
-seeds = ui.seed_table({"GRPO": grpo, "RLVR": rlvr}, up)
-st.dataframe(seeds, hide_index=True, column_config=ui.number_formats(seeds), height=300)
+ui.pick_a_run(ui.seed_table({"GRPO": grpo, "RLVR": rlvr}, up), grpo + rlvr, up, "compare_table")
 
 live.share_link(live.SETTINGS)

@@ -75,7 +75,7 @@ def test_setup_defaults_and_rm_change_does_not_retrain_sft(monkeypatch):
 def test_grpo_defaults():
     at = run("pages/2_GRPO.py")
     ok(at)
-    assert len(charts(at)) == 7                          # true, RM reward, 4 diagnostics, per context
+    assert len(charts(at)) == 13                         # true, RM reward, 4 + 6 diagnostics, per context
     assert len(at.metric) == 4
     assert at.slider(key="grpo_seeds").value == 8
 
@@ -88,7 +88,7 @@ def test_grpo_changed_settings():
     at.checkbox(key="grpo_show_runs").check()
     at.run(timeout=TIMEOUT)
     ok(at)
-    assert len(charts(at)) == 7
+    assert len(charts(at)) == 13
     assert at.metric[0].label == "final true reward (mean of 2)"
     assert at.selectbox(key="grpo_view_seed").options == ["0", "1"]
 
@@ -96,12 +96,12 @@ def test_grpo_changed_settings():
 def test_rlvr_defaults_and_group_size():
     at = run("pages/3_RLVR.py")
     ok(at)
-    assert len(charts(at)) == 7                          # accuracy, true reward, 4 diagnostics, bars
+    assert len(charts(at)) == 13                         # accuracy, true reward, 4 + 6 diagnostics, bars
     assert len(at.dataframe) == 1                        # correct token per context
     at.number_input(key="rlvr_iterations").set_value(40)
     at.slider(key="rlvr_group_size").set_value(4).run(timeout=TIMEOUT)
     ok(at)
-    assert len(charts(at)) == 7 and len(at.dataframe) == 1
+    assert len(charts(at)) == 13 and len(at.dataframe) == 1
 
 
 def test_sweep_defaults_and_changed():

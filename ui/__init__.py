@@ -542,10 +542,21 @@ def errorbar_chart(df: pd.DataFrame, x: str, title: str, x_title: str, y_title: 
         title=_title(title, subtitle), height=CHART_HEIGHT)
 
 
+# Presentation mode: charts taller and their type larger, for a projector.
+PRESENT_CHART_SCALE = 1.45
+PRESENT_CHART_CONFIG = {"axis": {"labelFontSize": 15, "titleFontSize": 16},
+                        "legend": {"labelFontSize": 15}, "title": {"fontSize": 20, "subtitleFontSize": 14},
+                        "text": {"fontSize": 15}}
+
+
 def show(chart) -> None:
     """An Altair chart or a Vega-Lite spec dict. Specs come from the project's own chart code, so
     Altair's JSON-schema validation (much of a page's rerun time) is skipped."""
     spec = chart if isinstance(chart, dict) else chart.to_dict(validate=False)
+    if st.session_state.get("present"):
+        spec = {**spec, "config": {**spec.get("config", {}), **PRESENT_CHART_CONFIG}}
+        if isinstance(spec.get("height"), (int, float)):
+            spec["height"] = int(spec["height"] * PRESENT_CHART_SCALE)
     st.vega_lite_chart(spec, width="stretch")
 
 
@@ -571,6 +582,45 @@ def diagnostics(groups: dict[str, Sequence[pd.DataFrame]], show_runs: bool, **kw
         band_chart(groups, "zero_std_frac", "Groups with zero reward spread (no signal)",
                    y_title="fraction", show_runs=show_runs, **kw),
     ]
+
+
+def more_diagnostics(groups: dict[str, Sequence[pd.DataFrame]], show_runs: bool, **kw) -> None:
+    """Clip fractions, the KL estimate the loss uses next to the exact batch KL, gradient norm."""
+    with st.expander("More diagnostics: clipping, the KL estimate, gradient norm"):
+        show_grid([
+            band_chart(groups, "clip_frac_low", "Clipped low: A < 0 and ratio < 1 - ε",
+                       y_title="fraction of samples", show_runs=show_runs, **kw),
+            band_chart(groups, "clip_frac_high", "Clipped high: A > 0 and ratio > 1 + ε_high",
+                       y_title="fraction of samples", show_runs=show_runs, **kw),
+            band_chart(groups, "kl_estimate", "KL as the loss estimates it (chosen estimator)",
+                       y_title="KL (nats)", show_runs=show_runs, **kw),
+            band_chart(groups, "batch_kl", "KL to the current reference, exact, on the batch's contexts",
+                       y_title="KL (nats)", show_runs=show_runs, **kw),
+            band_chart(groups, "grad_norm", "Gradient norm (mean over the iteration's steps)",
+                       y_title="‖g‖", show_runs=show_runs, **kw),
+            band_chart(groups, "policy_loss", "Clipped surrogate loss", y_title="loss",
+                       show_runs=show_runs, **kw)])
+        st.caption("With the notebook's learning rate the ratio barely leaves [1 - ε, 1 + ε], so "
+                   "clipping is rare; raise the learning rate or the PPO epochs to see it act.")
+
+
+def pick_a_run(table: pd.DataFrame, results: Sequence[RunResult], up: Upstream, key: str,
+               x: str = "iteration") -> None:
+    """A table with one row per run (in the order of results); selecting a row draws that run's
+    curves on their own, so an odd seed can be looked at alone."""
+    st.markdown("Select a row to see that run's curves on their own.")
+    event = st.dataframe(table, hide_index=True, column_config=number_formats(table), on_select="rerun",
+                         selection_mode="single-row", key=key, height=280)
+    if event.selection.rows and event.selection.rows[0] < len(results):
+        run = results[event.selection.rows[0]]
+        name = "RLVR" if run.config.reward == "verifiable" else "GRPO"
+        one = {f"{name}, G={run.config.group_size}, seed {run.config.seed}": [run.history]}
+        show_grid([
+            band_chart(one, "true_reward", "Expected true reward", y_title="true reward", x=x,
+                       rules=reward_rules(up)),
+            band_chart(one, "kl_ref", "KL(policy ‖ SFT reference)", y_title="KL (nats)", x=x),
+            band_chart(one, "entropy", "Entropy", y_title="entropy (nats)", x=x),
+        ], columns=3)
 
 
 def final_policy_view(results: Sequence[RunResult], up: Upstream, name: str, prefix: str,
