@@ -9,6 +9,7 @@ setting survives moving between pages, and other pages read it from st.session_s
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import weakref
@@ -394,8 +395,19 @@ def _frame_digest(df: pd.DataFrame):
     return tuple(df.columns), values.tobytes() if values.dtype != object else repr(values.tolist())
 
 
-@st.cache_data(max_entries=256, show_spinner=False,   # specs of at most ~100 kB each
-               hash_funcs={pd.DataFrame: _frame_digest})
+def chart_spec(build):
+    """Cache a chart builder's Vega-Lite spec (a dict) on its arguments, histories by a fast
+    digest: a page rerun whose results came from the cache then rebuilds no chart, which is
+    where most of a cached rerun's time went. At most 128 specs of ~100 kB per chart kind."""
+    @st.cache_data(max_entries=128, show_spinner=False, hash_funcs={pd.DataFrame: _frame_digest})
+    @functools.wraps(build)
+    def cached(*args, **kwargs) -> dict:
+        chart = build(*args, **kwargs)
+        return chart if isinstance(chart, dict) else chart.to_dict(validate=False)
+    return cached
+
+
+@chart_spec
 def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: str, *,
                y_title: str | None = None, x: str = "iteration", rules: dict[str, float] | None = None,
                show_runs: bool = False, faint: tuple[str, pd.DataFrame, str] | None = None,
@@ -455,11 +467,11 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
     subtitle = [BAND_NOTE.format(n=n_max)] if n_max > 1 else []
     if window > 1:
         subtitle.append(f"each run smoothed by a rolling mean over {window} iterations")
-    chart = alt.layer(*layers, *_rule_layers(rules)).properties(
+    return alt.layer(*layers, *_rule_layers(rules)).properties(
         title=_title(title, subtitle), height=height + 14 * max(0, len(subtitle) - 1))
-    return chart.to_dict(validate=False)
 
 
+@chart_spec
 def lines_chart(df: pd.DataFrame, x: str, columns: dict[str, str], title: str, y_title: str, *,
                 rules: dict[str, float] | None = None, x_title: str | None = None,
                 colors: Sequence[str] | None = None, height: int = CHART_HEIGHT):
@@ -475,6 +487,7 @@ def lines_chart(df: pd.DataFrame, x: str, columns: dict[str, str], title: str, y
     return alt.layer(line, *_rule_layers(rules)).properties(title=_title(title), height=height)
 
 
+@chart_spec
 def heatmap(table: np.ndarray, title: str, value_title: str, *, scheme: str = "blues",
             outline: np.ndarray | None = None, subtitle: str = "", fmt: str = ".2f"):
     """A context x token heatmap of table (C, V); outline (C,) marks one token per context."""
@@ -498,6 +511,7 @@ def heatmap(table: np.ndarray, title: str, value_title: str, *, scheme: str = "b
     return alt.layer(*layers).properties(title=_title(title, subtitle), height=32 * n_ctx + 130)
 
 
+@chart_spec
 def context_bars(policies: dict[str, np.ndarray], correct_token: np.ndarray, title: str,
                  subtitle: str = "", colors: Sequence[str] | None = None):
     """For each context a panel with one bar per token per policy ({name: probs (C, V)}).
@@ -528,6 +542,7 @@ def context_bars(policies: dict[str, np.ndarray], correct_token: np.ndarray, tit
         columns=columns).properties(title=_title(title, subtitle))
 
 
+@chart_spec
 def errorbar_chart(df: pd.DataFrame, x: str, title: str, x_title: str, y_title: str, *,
                    rules: dict[str, float] | None = None, color: str = GRPO_COLOR, subtitle: str = ""):
     """Points at df.mean with error bars from df.lo to df.hi, x ordinal."""
@@ -687,6 +702,7 @@ def final_by_group_size(results: Sequence[RunResult]) -> pd.DataFrame:
         mean="mean", lo=lambda v: v.quantile(0.1), hi=lambda v: v.quantile(0.9)).reset_index()
 
 
+@chart_spec
 def compare_chart(table: pd.DataFrame, names: dict[str, str]):
     """Per context grouped bars: SFT, each method's mean (with its min-max over seeds), the best."""
     rows = []

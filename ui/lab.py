@@ -105,6 +105,7 @@ def trajectories(by_coef: dict[float, Sequence[RunResult]], up: Upstream) -> pd.
     return out.assign(sqrt_kl=np.sqrt(out.kl_ref.clip(lower=0)))
 
 
+@ui.chart_spec
 def hacking_chart(traj: pd.DataFrame, bon: pd.DataFrame, frontier: pd.DataFrame, reward: str,
                   title: str, y_title: str, rules: dict[str, float] | None = None):
     """Reward against sqrt(KL(policy || SFT)): GRPO trajectories (one line per KL coefficient),
@@ -204,6 +205,7 @@ def context_order(n_ctx: int) -> list[str]:
     return [str(c) for c in range(n_ctx)] + ["overall"]
 
 
+@ui.chart_spec
 def per_context_g_chart(df: pd.DataFrame, policy: str, title: str, y_title: str, x_title: str,
                         marked_g: int | None = None, subtitle: str = ""):
     """One line per context (and a thick black 'overall') of df[df.policy == policy] against x
@@ -262,6 +264,7 @@ def pass_at_k_long(up: Upstream, results: Sequence[RunResult], ks=KS) -> pd.Data
                       for seed, name, t in tables], ignore_index=True).astype({"k": int})
 
 
+@ui.chart_spec
 def pass_overall_chart(df: pd.DataFrame, n_seeds: int):
     """Overall pass@k against k: SFT, and the mean over seeds after RLVR with its min-max band."""
     d = df[df.context == "overall"].groupby(["policy", "k"])["pass"].agg(
@@ -282,6 +285,7 @@ def pass_overall_chart(df: pd.DataFrame, n_seeds: int):
         height=ui.CHART_HEIGHT)
 
 
+@ui.chart_spec
 def pass_context_chart(df: pd.DataFrame):
     """Per-context pass@k against k: SFT dashed, mean over seeds after RLVR solid."""
     d = df[df.context != "overall"].groupby(["policy", "context", "k"], sort=False)["pass"].mean().reset_index()
@@ -333,6 +337,7 @@ def gradient_noise(up: Upstream, reward: str, group_sizes: Sequence[int], estima
                   _up=up)
 
 
+@ui.chart_spec
 def noise_chart(df: pd.DataFrame, estimators: Sequence[str], column: str, title: str, y_title: str,
                 subtitle: str = "", error: str | None = None):
     """df[column] against G (log2 x), one line per estimator; error bars +- df[error] if given.
