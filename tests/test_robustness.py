@@ -351,3 +351,16 @@ def test_training_lock_is_shared_per_key_and_released_when_unused():
     del a
     gc.collect()
     assert len(ui._TRAINING_LOCKS) < n                               # the table keeps only keys in use
+
+
+@pytest.mark.parametrize("page", ["pages/2_GRPO.py", "pages/5_Compare.py"])
+@pytest.mark.parametrize("key,value", [("problem_seed", "inf"), ("sft_epochs", "9" * 40),
+                                       ("grpo_lr", "nan"), ("rlvr_group_size", "abc")])
+def test_hand_edited_urls_never_raise(page, key, value):
+    """Settings of other pages arrive through a shared link too; garbage there must not crash."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).parent.parent / page), default_timeout=300)
+    at.query_params[key] = value
+    at.run()
+    assert not at.exception

@@ -263,7 +263,7 @@ def adopt_params(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> None:
             try:
                 if kind is not None:
                     values[name] = int(float(text)) if kind is int else kind(text)
-            except ValueError:
+            except (ValueError, OverflowError):   # e.g. "abc", "inf": the URL guard reports these
                 continue
         try:
             cls(**{**ui._defaults(cls), **values})
