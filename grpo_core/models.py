@@ -204,11 +204,12 @@ class BatchedAdam:
         self.v = torch.zeros_like(theta)
         self.steps = 0                      # step count while every member takes every step
         self.t: torch.Tensor | None = None  # (E, 1) float64 per-member counts, once they differ
+        self._inv_bc2 = self._step_size = None  # bias-correction tables, see _corrections
 
     def _corrections(self, t: int):
         """Tables of the bias corrections for step counts 0..>=t, built once (and grown):
         1 / sqrt(1 - b2^t) as float32 (T,), and -lr / (1 - b1^t) as float32 (T, E)."""
-        if getattr(self, "_inv_bc2", None) is None or t >= len(self._inv_bc2):
+        if self._inv_bc2 is None or t >= len(self._inv_bc2):
             steps = torch.arange(max(1024, 2 * t), dtype=torch.float64)
             self._inv_bc2 = ((1 - self.b2 ** steps) ** -0.5).float()
             self._step_size = (-self.lr.T / (1 - self.b1 ** steps).unsqueeze(1)).float()

@@ -355,7 +355,7 @@ def summary(results: Sequence[RunResult], up: Upstream, correct: bool = False) -
 
 # ---------------------------------------------------------------- charts
 
-def _thin(df: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+def thin(df: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
     """Every k-th row (and the last) so that a line has at most about max_points points."""
     step = math.ceil(len(df) / max_points)
     return df if step <= 1 else df.iloc[sorted(set(range(0, len(df), step)) | {len(df) - 1})]
@@ -368,7 +368,7 @@ def smooth(history: pd.DataFrame, column: str, x: str = "iteration", window: int
     return out
 
 
-def _title(text: str, subtitle: str | list[str] = "") -> alt.TitleParams:
+def chart_title(text: str, subtitle: str | list[str] = "") -> alt.TitleParams:
     return alt.TitleParams(text, subtitle=subtitle or alt.Undefined, anchor="start")
 
 
@@ -424,9 +424,9 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
     bands, runs = [], []
     for label, hists in groups.items():
         smoothed = [smooth(h, column, x, window) for h in hists]
-        bands.append(_thin(band(smoothed, column, x=x)).assign(series=label))
+        bands.append(thin(band(smoothed, column, x=x)).assign(series=label))
         if show_runs:
-            runs += [_thin(h).assign(series=label, run=i) for i, h in enumerate(smoothed)]
+            runs += [thin(h).assign(series=label, run=i) for i, h in enumerate(smoothed)]
     bands = pd.concat(bands, ignore_index=True)
     if faint is not None:
         domain.append(faint[0])
@@ -448,7 +448,7 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
     layers = []
     if faint is not None:
         label, history, faint_column = faint
-        f = _thin(smooth(history, faint_column, x, window), 1000).assign(series=label)
+        f = thin(smooth(history, faint_column, x, window), 1000).assign(series=label)
         layers.append(alt.Chart(f).mark_line(strokeWidth=0.8, opacity=0.55, clip=True).encode(
             x=xq, y=alt.Y(f"{faint_column}:Q", title=y_title, scale=y_scale), color=color))
     n_max = int(bands["n"].max())
@@ -468,7 +468,7 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
     if window > 1:
         subtitle.append(f"each run smoothed by a rolling mean over {window} iterations")
     return alt.layer(*layers, *_rule_layers(rules)).properties(
-        title=_title(title, subtitle), height=height + 14 * max(0, len(subtitle) - 1))
+        title=chart_title(title, subtitle), height=height + 14 * max(0, len(subtitle) - 1))
 
 
 @chart_spec
@@ -476,7 +476,7 @@ def lines_chart(df: pd.DataFrame, x: str, columns: dict[str, str], title: str, y
                 rules: dict[str, float] | None = None, x_title: str | None = None,
                 colors: Sequence[str] | None = None, height: int = CHART_HEIGHT):
     """One line per column of df ({column: legend label}) against x."""
-    long = _thin(df)[[x, *columns]].melt(x, var_name="series", value_name="value")
+    long = thin(df)[[x, *columns]].melt(x, var_name="series", value_name="value")
     long["series"] = long["series"].map(columns)
     line = alt.Chart(long).mark_line(strokeWidth=2).encode(
         x=alt.X(f"{x}:Q", title=x_title or x), y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
@@ -484,7 +484,7 @@ def lines_chart(df: pd.DataFrame, x: str, columns: dict[str, str], title: str, y
                                                     range=list(colors or PALETTE)[:len(columns)]),
                         legend=alt.Legend(orient="bottom", title=None) if len(columns) > 1 else None),
         tooltip=["series:N", f"{x}:Q", alt.Tooltip("value:Q", format=".4f")])
-    return alt.layer(line, *_rule_layers(rules)).properties(title=_title(title), height=height)
+    return alt.layer(line, *_rule_layers(rules)).properties(title=chart_title(title), height=height)
 
 
 @chart_spec
@@ -508,7 +508,7 @@ def heatmap(table: np.ndarray, title: str, value_title: str, *, scheme: str = "b
         layers.append(base.mark_text(fontSize=10).encode(
             text=alt.Text("value:Q", format=fmt),
             color=alt.condition(f"datum.value > {mid}", alt.value("white"), alt.value("#222"))))
-    return alt.layer(*layers).properties(title=_title(title, subtitle), height=32 * n_ctx + 130)
+    return alt.layer(*layers).properties(title=chart_title(title, subtitle), height=32 * n_ctx + 130)
 
 
 @chart_spec
@@ -539,7 +539,7 @@ def context_bars(policies: dict[str, np.ndarray], correct_token: np.ndarray, tit
     return alt.layer(bars, star, data=df).properties(width=width, height=150).facet(
         facet=alt.Facet("context:O", title=None, header=alt.Header(labelExpr="'context ' + datum.value",
                                                                      labelFontSize=12)),
-        columns=columns).properties(title=_title(title, subtitle))
+        columns=columns).properties(title=chart_title(title, subtitle))
 
 
 @chart_spec
@@ -554,7 +554,7 @@ def errorbar_chart(df: pd.DataFrame, x: str, title: str, x_title: str, y_title: 
                              alt.Tooltip("lo:Q", title="10th pct", format=".4f"),
                              alt.Tooltip("hi:Q", title="90th pct", format=".4f")])
     return alt.layer(bars, points, *_rule_layers(rules)).properties(
-        title=_title(title, subtitle), height=CHART_HEIGHT)
+        title=chart_title(title, subtitle), height=CHART_HEIGHT)
 
 
 # Presentation mode: charts taller and their type larger, for a projector.
@@ -727,7 +727,7 @@ def compare_chart(table: pd.DataFrame, names: dict[str, str]):
     spread = alt.Chart(df).mark_rule(color="#111", strokeWidth=1.5).encode(
         x=x, xOffset=offset, y="lo:Q", y2="hi:Q")
     return alt.layer(bars, spread).properties(
-        title=_title("Exact expected true reward per context", "bars: mean over seeds · black lines: "
+        title=chart_title("Exact expected true reward per context", "bars: mean over seeds · black lines: "
                      "min–max over seeds"), height=CHART_HEIGHT + 40)
 
 

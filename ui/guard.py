@@ -65,7 +65,7 @@ def config_settings(cls, prefix: str, defaults: dict | None = None, skip: Sequen
     return out
 
 
-def _seeds(prefix: str, default: int | None = None) -> Setting:
+def seeds_setting(prefix: str, default: int | None = None) -> Setting:
     return Setting(f"{prefix}_seeds", default or ui.SEEDS_DEFAULT, 1, ui.SEEDS_MAX)
 
 
@@ -82,12 +82,12 @@ def page_settings(title: str) -> list[Setting]:
     noise_gs = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
     pages = {
         "Setup": [s for cls, prefix, _ in ui.UPSTREAM for s in config_settings(cls, prefix)],
-        "GRPO": [*config_settings(GRPOConfig, "grpo"), _seeds("grpo"), Setting("grpo_show_runs", False),
+        "GRPO": [*config_settings(GRPOConfig, "grpo"), seeds_setting("grpo"), Setting("grpo_show_runs", False),
                  *_live("grpo")],
-        "RLVR": [*config_settings(RLVRConfig, "rlvr"), _seeds("rlvr"), Setting("rlvr_show_runs", False),
+        "RLVR": [*config_settings(RLVRConfig, "rlvr"), seeds_setting("rlvr"), Setting("rlvr_show_runs", False),
                  *_live("rlvr")],
         "Group size sweep": [
-            *config_settings(GRPOConfig, "sweep", SWEEP_DEFAULTS, skip=["group_size"]), _seeds("sweep"),
+            *config_settings(GRPOConfig, "sweep", SWEEP_DEFAULTS, skip=["group_size"]), seeds_setting("sweep"),
             Setting("sweep_group_sizes", SWEEP_GROUP_SIZES_DEFAULT, choices=SWEEP_GROUP_SIZES),
             Setting("sweep_window", 30, 1, 100),
             Setting("sweep_x", "iteration", choices=("iteration", "samples"),
@@ -95,10 +95,10 @@ def page_settings(title: str) -> list[Setting]:
         "Reward hacking": [
             Setting("hack_kl_coefs", (0.0, 0.01, 0.05, 0.2, 1.0), choices=(0.0, 0.001, 0.01, 0.05, 0.2, 1.0, 5.0),
                     text=_g),
-            *config_settings(GRPOConfig, "hack", skip=["kl_coef"]), _seeds("hack", 4)],
+            *config_settings(GRPOConfig, "hack", skip=["kl_coef"]), seeds_setting("hack", 4)],
         "Zero signal groups": [*config_settings(RLVRConfig, "zero", skip=["dynamic_sampling"]),
-                               Setting("zero_redraws", 4, 1, 16), _seeds("zero", 4)],
-        "Pass at k": [*config_settings(RLVRConfig, "passk"), _seeds("passk", 8)],
+                               Setting("zero_redraws", 4, 1, 16), seeds_setting("zero", 4)],
+        "Pass at k": [*config_settings(RLVRConfig, "passk"), seeds_setting("passk", 8)],
         "Gradient noise": [
             Setting("noise_reward", "reward_model", choices=("reward_model", "verifiable"),
                     text={"reward_model": "reward model's score", "verifiable": "verifiable 0/1 reward"}.get),
@@ -114,8 +114,8 @@ def page_settings(title: str) -> list[Setting]:
 def adopted_settings(title: str) -> list[Setting]:
     """Other pages' settings that this page takes from the URL (ui.live.adopt_params)."""
     upstream = [s for cls, prefix, _ in ui.UPSTREAM for s in config_settings(cls, prefix)]
-    runs = [*config_settings(GRPOConfig, "grpo"), _seeds("grpo"), *config_settings(RLVRConfig, "rlvr"),
-            _seeds("rlvr")]
+    runs = [*config_settings(GRPOConfig, "grpo"), seeds_setting("grpo"), *config_settings(RLVRConfig, "rlvr"),
+            seeds_setting("rlvr")]
     return {"GRPO": upstream, "RLVR": upstream, "Group size sweep": upstream,
             "Compare": [*upstream, *runs]}.get(title, [])
 
@@ -195,7 +195,7 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
         last = check_setting(s, raw[-1:])
         if last and last.notice:
             return last
-        value = last.value if last else _valid_value(s, raw[-1])
+        value = last.value if last else url_value(s, raw[-1])
         return Fix(s.key, value, url(value),
                    f"{shown} is given {len(raw)} times: using the last one, {raw[-1].strip()}.")
     given = raw[0].strip()
@@ -228,7 +228,7 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
     return None
 
 
-def _valid_value(s: Setting, given: str):
+def url_value(s: Setting, given: str):
     """The value of a URL text that check_setting accepts as it is."""
     given = given.strip()
     if isinstance(s.default, bool):

@@ -6,7 +6,6 @@ turns their DataFrames into charts.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import altair as alt
@@ -25,16 +24,6 @@ from grpo_core.export import to_trl
 BON_LABEL, OPT_LABEL = "best-of-n", "optimum π*"
 BON_COLOR, OPT_COLOR = "#111111", "#8c8c8c"
 SFT_DASH = [5, 3]
-
-
-def _title(text: str, subtitle: str | list[str] = "") -> alt.TitleParams:
-    return alt.TitleParams(text, subtitle=subtitle or alt.Undefined, anchor="start")
-
-
-def _thin(df: pd.DataFrame, max_points: int = ui.MAX_POINTS) -> pd.DataFrame:
-    """Every k-th row (and the last), so a line sends at most about max_points points."""
-    step = math.ceil(len(df) / max_points)
-    return df if step <= 1 else df.iloc[sorted(set(range(0, len(df), step)) | {len(df) - 1})]
 
 
 def _legend() -> alt.Legend:
@@ -100,7 +89,7 @@ def trajectories(by_coef: dict[float, Sequence[RunResult]], up: Upstream) -> pd.
     for beta, runs in by_coef.items():
         hist = pd.concat([r.history[list(start)] for r in runs]).groupby("iteration").mean().reset_index()
         hist = pd.concat([pd.DataFrame([start]), hist], ignore_index=True)
-        frames.append(_thin(hist).assign(series=coef_label(beta), kl_coef=beta))
+        frames.append(ui.thin(hist).assign(series=coef_label(beta), kl_coef=beta))
     out = pd.concat(frames, ignore_index=True)
     return out.assign(sqrt_kl=np.sqrt(out.kl_ref.clip(lower=0)))
 
@@ -144,7 +133,7 @@ def hacking_chart(traj: pd.DataFrame, bon: pd.DataFrame, frontier: pd.DataFrame,
                                            fontSize=11).encode(y="y:Q", x=alt.value({"expr": "width"}),
                                                                text="label:N")]
     return alt.layer(*layers).properties(
-        title=_title(title, ["GRPO runs by KL coefficient β: mean over seeds from the SFT start, ◆ at the end",
+        title=ui.chart_title(title, ["GRPO runs by KL coefficient β: mean over seeds from the SFT start, ◆ at the end",
                              "black: best-of-n, n = 1…64 · grey dashed: optimum π* ∝ π_ref·exp(r/β) as β varies"]),
         height=ui.CHART_HEIGHT + 60)
 
@@ -228,7 +217,7 @@ def per_context_g_chart(df: pd.DataFrame, policy: str, title: str, y_title: str,
     if marked_g:
         layers.append(alt.Chart(pd.DataFrame({xcol: [marked_g], "label": [f"G = {marked_g} (this run)"]}))
                       .mark_rule(strokeDash=[4, 3], color="#555").encode(x=f"{xcol}:Q"))
-    return alt.layer(*layers).properties(title=_title(title, subtitle), height=ui.CHART_HEIGHT)
+    return alt.layer(*layers).properties(title=ui.chart_title(title, subtitle), height=ui.CHART_HEIGHT)
 
 
 def zero_signal_expected(p: torch.Tensor, group_size: int, redraws: int = 0) -> tuple[float, float]:
@@ -280,7 +269,7 @@ def pass_overall_chart(df: pd.DataFrame, n_seeds: int):
                  alt.Tooltip("lo:Q", title="min over seeds", format=".4f"),
                  alt.Tooltip("hi:Q", title="max over seeds", format=".4f")])
     return alt.layer(band, line).properties(
-        title=_title("pass@k = 1 − (1 − p)^k, mean over contexts, exact",
+        title=ui.chart_title("pass@k = 1 − (1 − p)^k, mean over contexts, exact",
                      f"after RLVR: mean over {n_seeds} seeds · band: min–max over seeds"),
         height=ui.CHART_HEIGHT)
 
@@ -302,7 +291,7 @@ def pass_context_chart(df: pd.DataFrame):
                                   legend=alt.Legend(orient="bottom", title=None)),
         detail="policy:N",
         tooltip=["context:N", "policy:N", "k:Q", alt.Tooltip("pass:Q", format=".4f")],
-    ).properties(title=_title("pass@k per context, exact", "dashed: SFT · solid: after RLVR (mean over seeds)"),
+    ).properties(title=ui.chart_title("pass@k per context, exact", "dashed: SFT · solid: after RLVR (mean over seeds)"),
                  height=ui.CHART_HEIGHT)
 
 
@@ -360,4 +349,4 @@ def noise_chart(df: pd.DataFrame, estimators: Sequence[str], column: str, title:
     if error:
         layers.insert(0, alt.Chart(d).mark_rule(strokeWidth=1.3, opacity=0.6).encode(
             x=x, y="lo:Q", y2="hi:Q", color=color))
-    return alt.layer(*layers).properties(title=_title(title, subtitle), height=ui.CHART_HEIGHT)
+    return alt.layer(*layers).properties(title=ui.chart_title(title, subtitle), height=ui.CHART_HEIGHT)

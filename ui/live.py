@@ -250,30 +250,25 @@ UPSTREAM_PREFIXES = ("problem", "sft", "rm")
 def adopt_params(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> None:
     """Take settings of other pages (e.g. Setup's problem_*, sft_*, rm_*) from a shared link's URL.
 
-    Their widgets live on other pages, so on this page nothing else reads them from the URL. A
-    group whose values do not make a valid config is ignored (its defaults stay).
+    Their widgets live on other pages, so on this page nothing else reads them from the URL. The
+    URL has already been checked (and corrected) by ui.page(); the values are read with the same
+    parser. A group whose values do not make a valid config is ignored (its defaults stay).
     """
     for prefix in prefixes:
         cls = SETTINGS[prefix]
-        fields = {f.name: f for f in config_fields(cls)}
-        values = {}
-        for name, text in st.query_params.to_dict().items():
-            name = name[len(prefix) + 1:] if name.startswith(prefix + "_") else None
-            kind = type(fields[name].default) if name in fields else None
-            try:
-                if kind is not None:
-                    values[name] = int(float(text)) if kind is int else kind(text)
-            except (ValueError, OverflowError):   # e.g. "abc", "inf": the URL guard reports these
-                continue
+        settings = guard.config_settings(cls, prefix)
+        if prefix in KINDS:
+            settings.append(guard.seeds_setting(prefix))
+        given = {s.key: guard.url_value(s, st.query_params[s.key])
+                 for s in settings if s.key in st.query_params}
+        given = {k: v for k, v in given.items() if v is not None}
+        values = {k[len(prefix) + 1:]: v for k, v in given.items() if k != f"{prefix}_seeds"}
         try:
             cls(**{**ui._defaults(cls), **values})
-        except (ConfigError, TypeError):
+        except ConfigError:
             continue
-        for name, value in values.items():
-            st.session_state.setdefault(f"{prefix}_{name}", value)
-        seeds = st.query_params.get(f"{prefix}_seeds")
-        if prefix in KINDS and seeds and seeds.isdigit() and 1 <= int(seeds) <= ui.SEEDS_MAX:
-            st.session_state.setdefault(f"{prefix}_seeds", int(seeds))
+        for key, value in given.items():
+            st.session_state.setdefault(key, value)
 
 
 def share_url(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> str:
@@ -427,7 +422,7 @@ def pins_view(key: str) -> None:
         st.caption("Pin runs to overlay their curves here: change a setting, pin again, compare.")
         return
     labels = pin_labels(pins)
-    long = pd.concat([ui._thin(p["history"]).assign(run=label) for p, label in zip(pins, labels)],
+    long = pd.concat([ui.thin(p["history"]).assign(run=label) for p, label in zip(pins, labels)],
                      ignore_index=True)
 
     def chart(column, title, y_title):
@@ -436,7 +431,7 @@ def pins_view(key: str) -> None:
             color=alt.Color("run:N", sort=labels, scale=alt.Scale(domain=labels, range=ui.PALETTE[:len(labels)]),
                             legend=alt.Legend(orient="bottom", title=None, columns=1, labelLimit=700)),
             tooltip=["run:N", "iteration:Q", alt.Tooltip(f"{column}:Q", format=".4f")],
-        ).properties(title=ui._title(title, "mean over each pinned run's seeds"),
+        ).properties(title=ui.chart_title(title, "mean over each pinned run's seeds"),
                      height=ui.CHART_HEIGHT)
 
     ui.show_grid([chart("true_reward", "Pinned runs: expected true reward", "true reward"),
