@@ -1,7 +1,7 @@
 """Timing figures for `python -m grpo_core bench`: printed, never asserted (machines are noisy).
 
 Ours: the notebook workload (median of rounds), a 64-run group-size sweep as one batch, one cold
-default GRPO run, and the process's peak RSS. Reference, when the seed notebook script is found:
+default GRPO run, the full landscape (every method x 8 seeds, cold), and the process's peak RSS. Reference, when the seed notebook script is found:
 it runs as a subprocess with `python -u` and each stdout line is timestamped as it arrives, which
 gives its total compute time and the time of its group-size sweep alone.
 """
@@ -53,6 +53,14 @@ def grpo_default_seconds() -> float:
     return time.perf_counter() - start
 
 
+def landscape_seconds() -> float:
+    """Every landscape method x 8 seeds at defaults, from nothing (upstream built too, none reused)."""
+    from .methods.landscape import landscape
+    start = time.perf_counter()
+    landscape(seeds=8)
+    return time.perf_counter() - start
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (ru_maxrss is KB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -89,8 +97,9 @@ def run(rounds: int = 3, reference: Path | None = None,
         log: Callable[[str], None] | None = None) -> dict:
     """Measure everything; `log` receives human-readable lines as figures come in.
 
-    The last four lines logged are `name: value` for notebook_seconds, sweep64_seconds,
-    grpo_default_seconds and peak_rss_mb, in that order.
+    The last six lines logged are `name: value` for notebook_seconds, sweep64_seconds,
+    grpo_default_seconds, landscape_seconds, landscape_ratio (landscape_seconds over
+    grpo_default_seconds of the same run; target under 3) and peak_rss_mb, in that order.
     """
     say = log or (lambda line: None)
     rounds_s = notebook_seconds(rounds)
@@ -104,6 +113,11 @@ def run(rounds: int = 3, reference: Path | None = None,
     figures["grpo_default_seconds"] = grpo_default_seconds()
     say(f"default GRPO run, cold (task + SFT + reward model + 500 iterations): "
         f"{figures['grpo_default_seconds']:.3f}s")
+    figures["landscape_seconds"] = landscape_seconds()
+    figures["landscape_ratio"] = figures["landscape_seconds"] / figures["grpo_default_seconds"]
+    say(f"full landscape, cold (upstream + every method x 8 seeds at defaults): "
+        f"{figures['landscape_seconds']:.3f}s = {figures['landscape_ratio']:.2f} x the default "
+        f"GRPO run (target under 3)")
     figures["peak_rss_mb"] = peak_rss_mb()
 
     result = {**figures, "notebook_rounds": rounds_s, "reference": None}
@@ -127,6 +141,8 @@ def run(rounds: int = 3, reference: Path | None = None,
     say(f"notebook_seconds: {figures['notebook_seconds']:.3f}")
     say(f"sweep64_seconds: {figures['sweep64_seconds']:.3f}")
     say(f"grpo_default_seconds: {figures['grpo_default_seconds']:.3f}")
+    say(f"landscape_seconds: {figures['landscape_seconds']:.3f}")
+    say(f"landscape_ratio: {figures['landscape_ratio']:.2f}")
     say(f"peak_rss_mb: {figures['peak_rss_mb']:.1f}")
     return result
 

@@ -39,6 +39,7 @@ from ..sampling import generator, sample_categorical
 from ..sft import SFTResult, sft_policy
 
 DPO_DATA = ("reward_model_pairs", "reference_pairs")
+CHUNK = 64              # iterations of online randomness drawn per generator call
 
 
 @dataclass(frozen=True)
@@ -222,35 +223,7 @@ def train_dpo(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig,
     steps; runs with fewer epochs sit the later steps out. rm_table (C, V), if given, adds the
     reward model's score of each policy to the history (rm_reward), for comparison only.
     """
-    configs = list(configs)
-    pairs = [offline_pairs(problem, sft, rm_cfg, c) for c in configs]
-    steps = torch.tensor([len(w) for w, _ in pairs])
-    t_max, batch = int(steps.max()), rm_cfg.batch_pairs
-    chosen = torch.zeros(t_max, len(configs), batch, dtype=torch.long)
-    rejected = torch.zeros_like(chosen)
-    for e, (w, l) in enumerate(pairs):
-        chosen[:len(w), e], rejected[:len(l), e] = w, l
-    beta = torch.tensor([c.beta for c in configs])
-    pol = _Policies(problem, sft, torch.tensor([c.lr for c in configs]))
-    logp_hist = torch.empty(t_max + 1, len(configs), problem.n_contexts, problem.vocab_size)
-    loss_hist, acc_hist = torch.zeros(t_max, len(configs)), torch.zeros(t_max, len(configs))
-    lockstep = bool((steps == t_max).all())
-    logp, h1 = pol.forward()
-    logp_hist[0] = logp
-    for t in range(t_max):
-        dlogits, loss, u = dpo_logits_grad(logp, sft.logp, chosen[t], rejected[t], beta)
-        pol.step(h1, dlogits, None if lockstep else t < steps)
-        loss_hist[t], acc_hist[t] = loss, (u > 0).float().mean(1)
-        logp, h1 = pol.forward()
-        logp_hist[t + 1] = logp
-    pairs_seen = torch.arange(1, t_max + 1).unsqueeze(1) * batch
-    generated = torch.tensor([2 * (c.data == "reference_pairs") for c in configs])
-    columns = {"steps": steps, "loss": loss_hist, "reward_accuracy": acc_hist,
-               "pairs": pairs_seen.expand(-1, len(configs)).float(),
-               # responses generated: none on the reward model's pairs (no policy generates
-               # them), two per pair (from pi_ref) on reference pairs, counted once (first epoch)
-               "responses": (pairs_seen.clamp_max(rm_cfg.steps * batch) * generated).float()}
-    return _results(problem, sft, pol, configs, logp_hist, columns, rm_table)
+    return train_dpo_runs(problem, sft, rm_cfg, rm_table, configs)
 
 
 def train_online_dpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor,
@@ -261,40 +234,80 @@ def train_online_dpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor,
     chosen = the one the reward model scores higher (a tie, y1 = y2, has zero gradient), then
     one Adam step on L_DPO against the SFT reference.
     """
+    return train_dpo_runs(problem, sft, None, rm_table, configs)
+
+
+def _draw_online(gens, configs, rows, start, n_ctx, p_max):
+    """Prompts (T, R, P) and uniforms (T, R, P, 2) of the online members `rows` for the CHUNK
+    iterations from `start`; whole chunks per member, so a run's draws never depend on its batch."""
+    ctx = torch.zeros(CHUNK, len(rows), p_max, dtype=torch.long)
+    u = torch.zeros(CHUNK, len(rows), p_max, 2)
+    for i, e in enumerate(rows):
+        cfg = configs[e]
+        if start < cfg.iterations:
+            ctx[:, i, :cfg.prompts] = torch.randint(0, n_ctx, (CHUNK, cfg.prompts), generator=gens[e])
+            u[:, i, :cfg.prompts] = torch.rand(CHUNK, cfg.prompts, 2, generator=gens[e])
+    return ctx, u
+
+
+def train_dpo_runs(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig | None,
+                   rm_table: torch.Tensor | None,
+                   configs: Sequence[DPOConfig | OnlineDPOConfig]) -> list[DPOResult]:
+    """Any mix of offline and online DPO runs, trained as one batch (one policy step per member
+    per step; members past their own steps sit out). Offline runs need rm_cfg (their pairs are
+    the reward model's, or as many from pi_ref); online runs need rm_table (the judge)."""
     configs = list(configs)
     n, vocab, n_ctx = len(configs), problem.vocab_size, problem.n_contexts
-    iters = torch.tensor([c.iterations for c in configs])
-    t_max, p_max = int(iters.max()), max(c.prompts for c in configs)
-    prompts_n = torch.tensor([c.prompts for c in configs])
-    weight = (torch.arange(p_max) < prompts_n.unsqueeze(1)) / prompts_n.unsqueeze(1)   # (E, P)
+    is_online = [isinstance(c, OnlineDPOConfig) for c in configs]
+    rows_on = [e for e in range(n) if is_online[e]]
+    rows_off = [e for e in range(n) if not is_online[e]]
+    if rows_off and rm_cfg is None:
+        raise ValueError("offline DPO runs need the reward model's config (its pairs)")
+    if rows_on and rm_table is None:
+        raise ValueError("online DPO runs need the reward model's table (the judge)")
+    pairs = {e: offline_pairs(problem, sft, rm_cfg, configs[e]) for e in rows_off}
+    steps = torch.tensor([configs[e].iterations if is_online[e] else len(pairs[e][0]) for e in range(n)])
+    width = torch.tensor([configs[e].prompts if is_online[e] else rm_cfg.batch_pairs for e in range(n)])
+    t_max, b_max = int(steps.max()), int(width.max())
+    chosen = torch.zeros(t_max, n, b_max, dtype=torch.long)
+    rejected = torch.zeros_like(chosen)
+    for e, (w, l) in pairs.items():
+        chosen[:len(w), e, :w.shape[1]], rejected[:len(l), e, :l.shape[1]] = w, l
+    weight = (torch.arange(b_max) < width.unsqueeze(1)) / width.unsqueeze(1)          # (E, B)
     beta = torch.tensor([c.beta for c in configs])
-    gens = [generator(c.seed) for c in configs]
     pol = _Policies(problem, sft, torch.tensor([c.lr for c in configs]))
+    gens = {e: generator(configs[e].seed) for e in rows_on}
+    p_on = max((configs[e].prompts for e in rows_on), default=0)
+    on_index = torch.tensor(rows_on, dtype=torch.long)
+    rm_flat = rm_table.reshape(-1) if rm_table is not None else None
     logp_hist = torch.empty(t_max + 1, n, n_ctx, vocab)
     loss_hist, acc_hist = torch.zeros(t_max, n), torch.zeros(t_max, n)
-    rm_flat = rm_table.reshape(-1)
-    lockstep = bool((iters == t_max).all())
+    lockstep = bool((steps == t_max).all())
     logp, h1 = pol.forward()
     logp_hist[0] = logp
     for t in range(t_max):
-        ctx = torch.zeros(n, p_max, dtype=torch.long)
-        u = torch.zeros(n, p_max, 2)
-        for e, (gen, c) in enumerate(zip(gens, configs)):
-            if t < c.iterations:
-                ctx[e, :c.prompts] = torch.randint(0, n_ctx, (c.prompts,), generator=gen)
-                u[e, :c.prompts] = torch.rand(c.prompts, 2, generator=gen)
-        probs = logp.exp().gather(1, ctx.unsqueeze(-1).expand(-1, -1, vocab))    # (E, P, V)
-        idx = ctx.unsqueeze(-1) * vocab + sample_categorical(probs, u)          # (E, P, 2)
-        first_wins = rm_flat[idx[..., 0]] >= rm_flat[idx[..., 1]]
-        chosen = torch.where(first_wins, idx[..., 0], idx[..., 1])
-        rejected = torch.where(first_wins, idx[..., 1], idx[..., 0])
-        dlogits, loss, margin = dpo_logits_grad(logp, sft.logp, chosen, rejected, beta, weight)
-        pol.step(h1, dlogits, None if lockstep else t < iters)
-        loss_hist[t] = loss
-        acc_hist[t] = ((margin > 0).float() * weight).sum(1)
+        w_t, l_t = chosen[t], rejected[t]
+        if rows_on:
+            if t % CHUNK == 0:
+                ctx_chunk, u_chunk = _draw_online(gens, configs, rows_on, t, n_ctx, p_on)
+            ctx = ctx_chunk[t % CHUNK]                                              # (R, P)
+            probs = logp[on_index].exp().gather(1, ctx.unsqueeze(-1).expand(-1, -1, vocab))
+            idx = ctx.unsqueeze(-1) * vocab + sample_categorical(probs, u_chunk[t % CHUNK])  # (R, P, 2)
+            first_wins = rm_flat[idx[..., 0]] >= rm_flat[idx[..., 1]]
+            w_t[on_index, :p_on] = torch.where(first_wins, idx[..., 0], idx[..., 1])
+            l_t[on_index, :p_on] = torch.where(first_wins, idx[..., 1], idx[..., 0])
+        dlogits, loss, u = dpo_logits_grad(logp, sft.logp, w_t, l_t, beta, weight)
+        pol.step(h1, dlogits, None if lockstep else t < steps)
+        loss_hist[t], acc_hist[t] = loss, ((u > 0).float() * weight).sum(1)
         logp, h1 = pol.forward()
         logp_hist[t + 1] = logp
-    responses = torch.arange(1, t_max + 1).unsqueeze(1) * 2 * prompts_n
-    columns = {"steps": iters, "loss": loss_hist, "reward_accuracy": acc_hist,
-               "responses": responses.float()}
+    seen = torch.arange(1, t_max + 1).unsqueeze(1) * width                    # (T, E) pairs so far
+    # responses generated: two per pair online (by the policy); offline none on the reward
+    # model's pairs (no policy generates them), two per pair from pi_ref on reference pairs,
+    # counted once (the first epoch)
+    per_pair = torch.tensor([2 * (is_online[e] or configs[e].data == "reference_pairs") for e in range(n)])
+    first_epoch = torch.tensor([configs[e].iterations if is_online[e] else rm_cfg.steps for e in range(n)])
+    responses = seen.minimum(first_epoch * width) * per_pair
+    columns = {"steps": steps, "loss": loss_hist, "reward_accuracy": acc_hist,
+               "pairs": seen.float(), "responses": responses.float()}
     return _results(problem, sft, pol, configs, logp_hist, columns, rm_table)

@@ -11,9 +11,11 @@ default GRPO's 500 iterations x 8 prompts x 8 responses = 32 000); a method's it
 budget divided by its responses per iteration. Offline DPO generates none: it trains on the
 reward model's own labelled pairs (the same information the reward model had).
 
-All online methods that share the GRPO engine train as members of one batch (the method is a
-per-member setting, as the advantage estimator is); each member follows the trajectory it would
-follow alone. The DPO variants train as their own batches.
+The online methods that share the GRPO engine train as members of its batches (the method is a
+per-member setting, as the advantage estimator is), one batch per shape (iterations, steps,
+prompts, group size) so that no member pads another; each member follows the trajectory it would
+follow alone. Offline and online DPO train together as one batch of their own. A method's
+`seconds` is its share of its batch's time, in proportion to its optimizer steps.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import pandas as pd
 from ..config import ConfigError, GRPOConfig, RLVRConfig, check_budget
 from ..models import PolicyNet, RewardNet
 from ..pipeline import Upstream, band, build_upstream, reference_metrics, run_many
-from .dpo import DPOConfig, OnlineDPOConfig, train_dpo, train_online_dpo
+from .dpo import DPOConfig, OnlineDPOConfig, train_dpo_runs
 
 DEFAULT_RESPONSES = 500 * 8 * 8          # GRPO's default run: iterations x prompts x group size
 HISTORY_COLUMNS = ("iteration", "responses", "true_reward", "rm_reward", "kl_ref", "entropy",
@@ -147,11 +149,12 @@ def _history(h: pd.DataFrame, responses_column: str = "responses") -> pd.DataFra
                 [c for c in out.columns if c not in HISTORY_COLUMNS]]
 
 
-def _work(cfg) -> float:
-    """A member's share of a batch's compute: responses x optimizer passes over them."""
-    if isinstance(cfg, GRPOConfig):
-        return cfg.iterations * cfg.epochs * cfg.samples_per_iteration
-    return cfg.iterations * cfg.samples_per_iteration
+def _work(run) -> float:
+    """A run's share of its batch's compute: its optimizer steps (at these sizes each step costs
+    about the same per member, whatever the method)."""
+    cfg = run.config
+    per_iteration = cfg.epochs * cfg.minibatches if isinstance(cfg, GRPOConfig) else 1
+    return len(run.history) * per_iteration
 
 
 def landscape_configs(methods: Sequence[str] = METHOD_NAMES, seeds: int = 8,
@@ -192,25 +195,28 @@ def landscape(methods: Sequence[str] = METHOD_NAMES, seeds: int = 8,
 
     results: dict[str, list] = {}
     method_seconds: dict[str, float] = {}
-    engine_members = [m for m in methods if METHODS[m].engine == "grpo"]
-    if engine_members:
-        batch = [c for m in engine_members for c in configs[m]]
+    # GRPO-engine members train in batches of one shape (iterations, optimizer steps, prompts,
+    # group size): every member of a batch then steps in lockstep, with no padding.
+    shapes: dict[tuple, list[str]] = {}
+    for m in methods:
+        if METHODS[m].engine == "grpo":
+            c = configs[m][0]
+            shapes.setdefault((c.iterations, c.epochs * c.minibatches, c.prompts, c.group_size), []).append(m)
+    batches = list(shapes.values())
+    dpo_members = [m for m in methods if METHODS[m].engine != "grpo"]
+    for names in batches + ([dpo_members] if dpo_members else []):
+        batch = [c for m in names for c in configs[m]]
         t0 = time.perf_counter()
-        runs = run_many(up, batch)
+        if METHODS[names[0]].engine == "grpo":
+            runs = run_many(up, batch)
+        else:
+            runs = train_dpo_runs(up.problem, up.sft, up.rm.config, up.rm.scores, batch)
         elapsed = time.perf_counter() - t0
-        seconds["grpo_batch"] = elapsed
-        total_work = sum(_work(c) for c in batch)
-        for i, m in enumerate(engine_members):
+        seconds["+".join(names)] = elapsed
+        total_work = sum(_work(r) for r in runs)
+        for i, m in enumerate(names):
             results[m] = runs[i * seeds:(i + 1) * seeds]
-            method_seconds[m] = elapsed * sum(_work(c) for c in configs[m]) / total_work
-    if "dpo" in configs:
-        t0 = time.perf_counter()
-        results["dpo"] = train_dpo(up.problem, up.sft, up.rm.config, configs["dpo"], up.rm.scores)
-        method_seconds["dpo"] = seconds["dpo"] = time.perf_counter() - t0
-    if "online_dpo" in configs:
-        t0 = time.perf_counter()
-        results["online_dpo"] = train_online_dpo(up.problem, up.sft, up.rm.scores, configs["online_dpo"])
-        method_seconds["online_dpo"] = seconds["online_dpo"] = time.perf_counter() - t0
+            method_seconds[m] = elapsed * sum(_work(r) for r in results[m]) / total_work
     seconds["total"] = time.perf_counter() - start
 
     sft = float(reference_metrics(up)["true_reward"])
