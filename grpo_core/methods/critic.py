@@ -34,24 +34,26 @@ CRITIC_SEED_OFFSET = 7919   # the critic's initialization draws from generator(s
 
 def value_loss_grad(values: torch.Tensor, ctx: torch.Tensor, returns: torch.Tensor,
                     old_values: torch.Tensor, weight: torch.Tensor, vf_coef: torch.Tensor,
-                    clip_value: torch.Tensor):
+                    clip_value: torch.Tensor, with_loss: bool = True):
     """Clipped value loss and its gradient with respect to the critic's table.
 
     values (E, C) the current V; ctx (E, S) each sample's context; returns, old_values,
     weight (E, S) (weight = valid / number of samples); vf_coef, clip_value (E, 1), clip 0 = off.
-    Returns (loss (E,), dvalues (E, C), clip_frac (E,)).
+    Returns (loss (E,) or None without with_loss, dvalues (E, C), clip_frac (E,) or None).
     """
     v = values.gather(1, ctx)                                                # (E, S)
-    clipped = torch.where(clip_value > 0, torch.minimum(torch.maximum(v, old_values - clip_value),
-                                                        old_values + clip_value), v)
-    loss1, loss2 = (v - returns).square(), (clipped - returns).square()
-    use_clipped = loss2 > loss1
-    loss = vf_coef.squeeze(1) * 0.5 * (torch.maximum(loss1, loss2) * weight).sum(1)
+    clip = torch.where(clip_value > 0, clip_value, torch.inf)
+    clipped = torch.clamp(v, old_values - clip, old_values + clip)
+    err, err_clipped = v - returns, clipped - returns
+    use_clipped = err_clipped.abs() > err.abs()
     # d/dv of the selected branch: the clipped one only moves v when v is inside the clip range
-    inside = clipped == v
-    dv = torch.where(use_clipped & ~inside, 0.0, v - returns) * weight * vf_coef
+    dv = torch.where(use_clipped & (clipped != v), 0.0, err).mul_(weight * vf_coef)
     dvalues = torch.zeros_like(values).scatter_add_(1, ctx, dv)
-    return loss, dvalues, (use_clipped * (weight > 0)).sum(1) / (weight > 0).sum(1).clamp_min(1)
+    if not with_loss:
+        return None, dvalues, None
+    loss = vf_coef.squeeze(1) * 0.5 * (torch.maximum(err.square(), err_clipped.square()) * weight).sum(1)
+    frac = (use_clipped & (weight > 0)).sum(1) / (weight > 0).sum(1).clamp_min(1)
+    return loss, dvalues, frac
 
 
 @dataclass
@@ -85,22 +87,29 @@ class Critic:
         return cls(net, theta, net.inputs(contexts, len(rows)), BatchedAdam(theta, torch.tensor(list(lr))),
                    col(vf_coef), col(clip_value))
 
+    def __post_init__(self):
+        self.params = self.net.layout.views(self.theta)   # views stay valid: theta moves in place
+        self._forward = None                              # (values, hidden) of the current theta
+
     def forward(self):
-        """-> (values (E, C), hidden layer for backward)."""
-        out, h1 = self.net.forward(self.net.layout.views(self.theta), self.x1)
-        return out.squeeze(-1), h1
+        """-> (values (E, C), hidden layer for backward), computed once per parameter update."""
+        if self._forward is None:
+            out, h1 = self.net.forward(self.params, self.x1)
+            self._forward = (out.squeeze(-1), h1)
+        return self._forward
 
     def values(self) -> torch.Tensor:
         return self.forward()[0]
 
     def step(self, ctx: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor,
-             weight: torch.Tensor, active: torch.Tensor | None = None):
-        """One Adam step of the value loss on a batch; returns (loss (E,), clip_frac (E,))."""
+             weight: torch.Tensor, active: torch.Tensor | None = None, with_loss: bool = False):
+        """One Adam step of the value loss on a batch; returns (loss (E,), clip_frac (E,)), both
+        None unless with_loss."""
         values, h1 = self.forward()
         loss, dvalues, clip_frac = value_loss_grad(values, ctx, returns, old_values, weight,
-                                                   self.vf_coef, self.clip_value)
-        params = self.net.layout.views(self.theta)
-        self.opt.step(self.net.backward(params, self.x1, h1, dvalues.unsqueeze(-1)), active)
+                                                   self.vf_coef, self.clip_value, with_loss)
+        self.opt.step(self.net.backward(self.params, self.x1, h1, dvalues.unsqueeze(-1)), active)
+        self._forward = None
         return loss, clip_frac
 
 
@@ -118,7 +127,7 @@ def train_critic(contexts: torch.Tensor, logp: torch.Tensor, reward: torch.Tenso
     gens = [generator(s) for s in seeds]
     probs = logp.exp()
     hist = torch.empty(iterations + 1, len(seeds), n_ctx)
-    hist[0] = critic.values().detach()
+    hist[0] = critic.values()
     weight = torch.full((len(seeds), prompts), 1.0 / prompts)
     for t in range(iterations):
         ctx = torch.stack([torch.randint(0, n_ctx, (prompts,), generator=g) for g in gens])
@@ -128,5 +137,19 @@ def train_critic(contexts: torch.Tensor, logp: torch.Tensor, reward: torch.Tenso
         old = hist[t].gather(1, ctx)
         for _ in range(epochs):
             critic.step(ctx, returns, old, weight)
-        hist[t + 1] = critic.values().detach()
+        hist[t + 1] = critic.values()
     return hist, (probs * reward).sum(-1)
+
+
+# Defaults of a critic, for members whose config does not declare critic settings.
+CRITIC_DEFAULTS = {"critic_hidden": 16, "critic_lr": 1e-2, "vf_coef": 0.1, "cliprange_value": 0.2}
+
+
+def critic_settings(configs) -> dict:
+    """Critic.create's per-member arguments from configs (PPOConfig's critic fields, or defaults)."""
+    get = lambda c, name: getattr(c, name, CRITIC_DEFAULTS[name])
+    return {"hidden": [get(c, "critic_hidden") for c in configs],
+            "lr": [get(c, "critic_lr") for c in configs],
+            "vf_coef": [get(c, "vf_coef") for c in configs],
+            "clip_value": [get(c, "cliprange_value") for c in configs],
+            "seeds": [c.seed for c in configs]}
