@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from grpo_core.metrics import policy_metrics
-from grpo_core.methods.dpo import (DPOConfig, OnlineDPOConfig, dpo_expected_loss, dpo_logits_grad,
+from grpo_core.methods.dpo import (DPOConfig, _dpo_grad, OnlineDPOConfig, dpo_expected_loss, dpo_logits_grad,
                                    dpo_loss, dpo_optimum, offline_pairs, preference_probs,
                                    train_dpo, train_online_dpo)
 from grpo_core.models import RewardNet
@@ -56,6 +56,8 @@ def test_dpo_logits_grad_matches_autograd(seed):
     hand, hand_loss, _ = dpo_logits_grad(logp.detach(), ref, chosen, rejected, beta, weight)
     torch.testing.assert_close(hand, auto, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(hand_loss, loss.detach())
+    fast, u = _dpo_grad(logp.detach(), ref.reshape(-1), chosen, rejected, beta.view(-1, 1), weight)
+    torch.testing.assert_close(fast, auto, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("beta", [0.1, 0.5])

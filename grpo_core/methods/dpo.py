@@ -118,6 +118,15 @@ def dpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, chosen: torch.Te
     return g - g.sum(-1, keepdim=True) * logp.exp(), loss, u
 
 
+def _dpo_grad(logp, ref_flat, chosen, rejected, beta_col, weight):
+    """dpo_logits_grad's gradient and margins, in the fewest operations (the training loop's)."""
+    h = logp.flatten(1) - ref_flat
+    u = beta_col * (h.gather(1, chosen) - h.gather(1, rejected))
+    du = torch.sigmoid(-u).mul_(weight).mul_(-beta_col)
+    g = torch.zeros_like(h).scatter_add_(1, chosen, du).scatter_add_(1, rejected, -du).view_as(logp)
+    return g.sub_(g.sum(-1, keepdim=True) * logp.exp()), u
+
+
 def preference_probs(true_reward: torch.Tensor) -> torch.Tensor:
     """(C, V) rewards -> (C, V, V) the simulated annotator's P(a > b | c) = sigmoid(R_a - R_b)."""
     return torch.sigmoid(true_reward.unsqueeze(-1) - true_reward.unsqueeze(-2))
@@ -275,14 +284,20 @@ def train_dpo_runs(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig |
         chosen[:len(w), e, :w.shape[1]], rejected[:len(l), e, :l.shape[1]] = w, l
     weight = (torch.arange(b_max) < width.unsqueeze(1)) / width.unsqueeze(1)          # (E, B)
     beta = torch.tensor([c.beta for c in configs])
+    beta_col, ref_flat = beta.view(-1, 1), sft.logp.reshape(-1)
     pol = _Policies(problem, sft, torch.tensor([c.lr for c in configs]))
     gens = {e: generator(configs[e].seed) for e in rows_on}
     p_on = max((configs[e].prompts for e in rows_on), default=0)
     on_index = torch.tensor(rows_on, dtype=torch.long)
     rm_flat = rm_table.reshape(-1) if rm_table is not None else None
     logp_hist = torch.empty(t_max + 1, n, n_ctx, vocab)
-    loss_hist, acc_hist = torch.zeros(t_max, n), torch.zeros(t_max, n)
-    lockstep = bool((steps == t_max).all())
+    margins = torch.empty(t_max, n, b_max)
+    # Every member steps every time (Adam's fast path); a member's weights are kept when it
+    # reaches its own step count, and whatever it does after that is discarded.
+    final_theta = pol.theta.clone()
+    ends = {}
+    for e in range(n):
+        ends.setdefault(int(steps[e]), []).append(e)
     logp, h1 = pol.forward()
     logp_hist[0] = logp
     for t in range(t_max):
@@ -296,11 +311,16 @@ def train_dpo_runs(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig |
             first_wins = rm_flat[idx[..., 0]] >= rm_flat[idx[..., 1]]
             w_t[on_index, :p_on] = torch.where(first_wins, idx[..., 0], idx[..., 1])
             l_t[on_index, :p_on] = torch.where(first_wins, idx[..., 1], idx[..., 0])
-        dlogits, loss, u = dpo_logits_grad(logp, sft.logp, w_t, l_t, beta, weight)
-        pol.step(h1, dlogits, None if lockstep else t < steps)
-        loss_hist[t], acc_hist[t] = loss, ((u > 0).float() * weight).sum(1)
+        dlogits, u = _dpo_grad(logp, ref_flat, w_t, l_t, beta_col, weight)
+        pol.step(h1, dlogits)
+        margins[t] = u
         logp, h1 = pol.forward()
         logp_hist[t + 1] = logp
+        for e in ends.get(t + 1, ()):
+            final_theta[e] = pol.theta[e]
+    pol.theta = final_theta
+    loss_hist = (F.softplus(-margins) * weight).sum(-1)                      # (T, E)
+    acc_hist = ((margins > 0) * weight).sum(-1)
     seen = torch.arange(1, t_max + 1).unsqueeze(1) * width                    # (T, E) pairs so far
     # responses generated: two per pair online (by the policy); offline none on the reward
     # model's pairs (no policy generates them), two per pair from pi_ref on reference pairs,
