@@ -62,6 +62,35 @@ def test_live_controls_step_and_reset(grpo_page):
 
 
 @pytest.mark.slow
+def test_live_trainer_is_one_per_page_and_freed_on_reset_and_on_leaving():
+    """The session holds at most one trainer per page; Reset frees it, and so does leaving the page."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["grpo_iterations"] = 60
+    at.session_state["grpo_seeds"] = 2
+    at.run()
+    at.switch_page("pages/2_GRPO.py").run()
+    ok(at)
+
+    def held():
+        return at.session_state["held_runs"].get("GRPO", {}).get("run")
+
+    at.toggle(key="grpo_watch").set_value(True).run()
+    assert held() is None                                 # nothing is trained until Play or Step
+    at.button(key="grpo_step").click().run()
+    first = held()
+    assert first is not None and first.done == 10 and first.trainer is not None
+    at.button(key="grpo_step").click().run()
+    assert held() is first and first.done == 20          # the same one trainer, advanced
+    at.button(key="grpo_reset").click().run()
+    assert held() is None and live_iteration(at) == 0
+    at.button(key="grpo_step").click().run()
+    assert held() is not None
+    at.switch_page("pages/1_Setup.py").run()
+    ok(at)
+    assert "GRPO" not in at.session_state["held_runs"]    # left the page: its trainer is gone
+
+
+@pytest.mark.slow
 def test_pin_overlay_names_what_differs(grpo_page):
     at = grpo_page
     at.button(key="grpo_pin").click().run()

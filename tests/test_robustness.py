@@ -423,7 +423,8 @@ def test_a_bad_combination_of_settings_is_one_line():
 @pytest.mark.slow
 @pytest.mark.parametrize("page", ["pages/2_GRPO.py", "pages/5_Compare.py"])
 @pytest.mark.parametrize("key,value", [("problem_seed", "inf"), ("sft_epochs", "9" * 40),
-                                       ("grpo_lr", "nan"), ("rlvr_group_size", "abc")])
+                                       ("grpo_lr", "nan"), ("rlvr_group_size", "abc"),
+                                       ("grpo_seed", str(2**31 - 1))])   # see test_the_largest_seed_runs
 def test_hand_edited_urls_never_raise(page, key, value):
     """Settings of other pages arrive through a shared link too; garbage there must not crash."""
     from streamlit.testing.v1 import AppTest
