@@ -17,7 +17,7 @@ cfg, n_seeds, show_runs = controls.run_controls(SETTINGS, GRPOConfig, "grpo", "G
 up = store.stored_upstream()
 configs = controls.combine(seed_configs, cfg, n_seeds)
 results = live.run_view(SETTINGS, up, configs, "grpo", "GRPO", charts.GRPO_COLOR,
-                     ("rm_reward", "Expected reward-model reward, exact", "RM score"))
+                        ("rm_reward", "Expected reward-model reward, exact", "RM score"))
 views.show_stopped(results)
 views.summary(results, up)
 

@@ -19,7 +19,7 @@ cfg, n_seeds, show_runs = controls.run_controls(SETTINGS, RLVRConfig, "rlvr", "R
 up = store.stored_upstream()
 configs = controls.combine(seed_configs, cfg, n_seeds)
 results = live.run_view(SETTINGS, up, configs, "rlvr", "RLVR", charts.RLVR_COLOR,
-                     ("correct_prob", "Accuracy: probability of the correct token, exact", "P(correct token)"))
+                        ("correct_prob", "Accuracy: probability of the correct token, exact", "P(correct token)"))
 views.show_stopped(results)
 views.summary(results, up)
 

@@ -102,12 +102,12 @@ def test_presentation_mode_hides_the_controls(browser, base_url):
         no_exception(page, errors)
         sidebar = page.locator('[data-testid="stSidebar"]')
         leave = page.get_by_role("button", name="✕ Exit presentation mode")
-        expect(sidebar).to_be_hidden()
-        expect(leave).to_be_visible()
+        expect(sidebar).to_be_hidden(timeout=60_000)
+        expect(leave).to_be_visible(timeout=60_000)
         wait_for_drawn_charts(page, 1)
         page.screenshot(path=str(SCREENS / "live_present.png"))
         leave.click()
+        expect(leave).to_have_count(0, timeout=120_000)      # the page has run again without it
         expect(sidebar).to_be_visible()
-        expect(leave).to_have_count(0)
     finally:
         context.close()

@@ -83,8 +83,10 @@ def test_live_trainer_is_one_per_page_and_freed_on_reset_and_on_leaving():
     assert held() is first and first.done == 20          # the same one trainer, advanced
     at.button(key="grpo_reset").click().run()
     assert held() is None and live_iteration(at) == 0
-    at.button(key="grpo_step").click().run()
-    assert held() is not None
+    at.button(key="grpo_play").click().run()              # Play makes (and holds) a new one ...
+    assert held() is not None and held() is not first
+    status = next(m.value for m in at.markdown if m.value.startswith("Live iteration"))
+    assert status.endswith("· playing"), status           # ... and keeps playing on the rerun
     at.switch_page("pages/1_Setup.py").run()
     ok(at)
     assert "GRPO" not in at.session_state["held_runs"]    # left the page: its trainer is gone

@@ -77,6 +77,8 @@ def watch_section(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig
 
     def play():
         st.session_state[playing_key] = not st.session_state.get(playing_key, False)
+        if st.session_state[playing_key]:
+            live()          # held from now on: a rerun that finds no live run of these settings stops playing
 
     def step():
         st.session_state[playing_key] = False

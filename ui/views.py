@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from grpo_core import RunResult, Upstream, reference_metrics
-from ui.charts import (GRPO_COLOR, SFT_COLOR, TRUE_COLOR, band_chart, context_bars, show, show_grid)
+from ui.charts import SFT_COLOR, TRUE_COLOR, band_chart, context_bars, show, show_grid
 
 
 def show_stopped(results: Sequence[RunResult]) -> None:
