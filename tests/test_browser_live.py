@@ -88,7 +88,7 @@ def test_play_advances_and_pause_stops(browser, base_url):
         paused = live_iteration(page)
         assert paused < 500
         expect(status).to_contain_text(f"Live iteration {paused} of")
-        page.get_by_role("button", name="Step").click()  # ... and Step trains exactly one step
+        page.get_by_role("button", name="Step", exact=True).click()  # ... and Step trains exactly one step
         expect(status).to_contain_text(f"Live iteration {paused + 10} of", timeout=60_000)
         expect(status).to_contain_text("paused")
         no_exception(page, errors)
