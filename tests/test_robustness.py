@@ -190,6 +190,21 @@ def test_guard_lists_every_url_bound_widget_of_each_page():
                 assert (tuple(value) if isinstance(value, list) else value) == default, (title, key)
 
 
+@pytest.mark.slow
+def test_reset_puts_every_declared_widget_back_to_its_default():
+    at = run("pages/9_Gradient_noise.py", {"noise_draws": "64", "noise_prompts": "4", "noise_reward": "verifiable",
+                                           "noise_group_sizes": ["2", "4"]})
+    assert not at.exception and not at.warning
+    declared = at.session_state["page_settings"]
+    assert widget(at, "noise_prompts").value == 4 and widget(at, "noise_draws").value == 64
+    next(b for b in at.button if b.label == "Reset to defaults").click().run()
+    assert not at.exception
+    for s in declared.settings:
+        value = widget(at, s.key).value
+        assert (tuple(value) if isinstance(value, list) else value) == s.default, s.key
+        assert url(at, s.key) is None, s.key                   # a default is left out of the URL
+
+
 # ---------------------------------------------------------------- limits shown
 
 @pytest.mark.slow
