@@ -1,0 +1,238 @@
+"""The autoregressive policy as a table, SFT on demonstrations, and the sequence reward model.
+
+Policy: pi(y_t | c, t, y_{t-1}) = softmax(W2 relu(W1 [x_c; onehot(t); onehot(y_{t-1})] + b1) + b2).
+Its input is (context, position, previous token) alone, so one forward over the R = C L (A + 1)
+possible inputs gives the whole policy, logp_table (E, C, L, A + 1, A + 1), for E members at once
+(weights theta (E, N), one row per member). Every response's log-probability is then one matmul
+with the task's incidence matrix (see task.py), and gradients flow back through that tiny table
+with autograd: at this size autograd's bookkeeping is cheap next to the exact sums.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..models import BatchedAdam, ParamLayout, _uniform
+from ..sampling import generator
+from .config import SeqRewardModelConfig, SeqSFTConfig
+from .task import Responses, SeqTask
+
+
+@dataclass(frozen=True)
+class SeqPolicyNet:
+    """A one-hidden-layer MLP over (context embedding, position one-hot, previous-token one-hot)."""
+
+    context_dim: int
+    max_length: int
+    alphabet_size: int
+    hidden_dim: int
+
+    @property
+    def vocab(self) -> int:
+        """Next tokens (A content + end) = previous tokens (A content + start)."""
+        return self.alphabet_size + 1
+
+    @property
+    def n_features(self) -> int:
+        return self.context_dim + self.max_length + self.vocab
+
+    @property
+    def layout(self) -> ParamLayout:
+        return ParamLayout((("layer1", (self.n_features + 1, self.hidden_dim)),
+                            ("layer2", (self.hidden_dim + 1, self.vocab))))
+
+    def init(self, gen: torch.Generator) -> torch.Tensor:
+        """(N,) weights initialized as nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), bias rows last."""
+        f, h, v = self.n_features, self.hidden_dim, self.vocab
+        w1 = _uniform(gen, (f + 1, h), f ** -0.5)
+        w2 = _uniform(gen, (h + 1, v), h ** -0.5)
+        return torch.cat([w1.reshape(-1), w2.reshape(-1)])
+
+    def inputs(self, contexts: torch.Tensor) -> torch.Tensor:
+        """contexts (C, D) -> x (C L (A+1), F + 1): every (context, position, previous token) with
+        a ones column for the bias, in table order."""
+        n_ctx, big_l, v = contexts.shape[0], self.max_length, self.vocab
+        ctx = contexts.view(n_ctx, 1, 1, -1).expand(n_ctx, big_l, v, -1)
+        pos = torch.eye(big_l).view(1, big_l, 1, big_l).expand(n_ctx, big_l, v, big_l)
+        prev = torch.eye(v).view(1, 1, v, v).expand(n_ctx, big_l, v, v)
+        x = torch.cat([ctx, pos, prev, torch.ones(n_ctx, big_l, v, 1)], dim=-1)
+        return x.reshape(n_ctx * big_l * v, -1)
+
+    def forward(self, theta: torch.Tensor, x: torch.Tensor, n_ctx: int):
+        """theta (E, N), x = inputs(contexts) (R, F + 1) -> (logp_table (E, C, K) flat per context
+        in the order of Responses.token_index, hidden (E, R, H + 1) with its ones column)."""
+        p = self.layout.views(theta)
+        h1 = F.pad(torch.relu(torch.matmul(x, p["layer1"])), (0, 1), value=1.0)   # (E, R, H + 1)
+        logp = torch.log_softmax(torch.bmm(h1, p["layer2"]), -1)             # (E, R, V)
+        return logp.reshape(theta.shape[0], n_ctx, -1), h1
+
+    def logp_table(self, theta: torch.Tensor, x: torch.Tensor, n_ctx: int) -> torch.Tensor:
+        """theta (E, N) -> logp_table (E, C, K) (differentiable with autograd, for tests)."""
+        return self.forward(theta, x, n_ctx)[0]
+
+    def backward(self, theta: torch.Tensor, x: torch.Tensor, h1: torch.Tensor,
+                 logp: torch.Tensor, dlogp: torch.Tensor) -> torch.Tensor:
+        """Gradient (E, N) of a loss given dloss/dlogp_table (E, C, K), by hand:
+            dZ = dlogp - softmax * sum_v dlogp   (through log_softmax, per row),
+            d[W2; b2] = h1^T dZ,   dH = (dZ W2^T) [h > 0],   d[W1; b1] = x^T dH
+        (checked against autograd of logp_table in the tests)."""
+        n_mem, v, hidden = theta.shape[0], self.vocab, self.hidden_dim
+        w2 = self.layout.views(theta)["layer2"][:, :hidden]                  # (E, H, V)
+        g = dlogp.reshape(n_mem, -1, v)
+        dz = g - logp.reshape(n_mem, -1, v).exp() * g.sum(-1, keepdim=True)  # (E, R, V)
+        dh = torch.bmm(dz, w2.transpose(1, 2)).mul_(h1[..., :hidden] > 0)
+        return torch.cat((torch.matmul(x.T, dh).view(n_mem, -1),
+                          torch.bmm(h1.transpose(1, 2), dz).view(n_mem, -1)), dim=1)
+
+
+def sample_responses(probs: torch.Tensor, ctx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws of whole responses: probs (E, C, N), ctx and u (E, S) -> response (E, S).
+
+    response = #{n : cdf[c, n] <= u}. The contexts' CDFs are laid end to end, each shifted by its
+    context index, so one searchsorted per member serves every context without copying a CDF
+    per sample (float64 keeps the shifted CDFs exact to ~1e-16).
+    """
+    n_ctx, n = probs.shape[-2], probs.shape[-1]
+    cdf = probs.double().cumsum(-1)
+    cdf = cdf / cdf[..., -1:] + torch.arange(n_ctx, dtype=torch.float64).unsqueeze(-1)
+    index = torch.searchsorted(cdf.flatten(-2), ctx + u.double(), right=True) - ctx * n
+    return index.clamp_(0, n - 1)
+
+
+def sequence_logp(table: torch.Tensor, responses: Responses) -> torch.Tensor:
+    """table (..., K) -> log pi(y | c) of every response (..., N): table @ incidence."""
+    return torch.matmul(table, responses.incidence)
+
+
+def token_logp(table: torch.Tensor, responses: Responses, ctx: torch.Tensor,
+               resp: torch.Tensor) -> torch.Tensor:
+    """table (E, C, K), ctx and resp (E, S) -> per-token log-probs (E, S, L) of the sampled
+    responses (0 at padding)."""
+    n_mem, n_ctx, k = table.shape
+    index = ctx.unsqueeze(-1) * k + responses.token_index[resp]             # (E, S, L)
+    values = table.reshape(n_mem, -1).gather(1, index.flatten(1)).view_as(index)
+    return values * responses.mask[resp]
+
+
+@dataclass(frozen=True)
+class SeqSFTResult:
+    """The SFT policy, which is also the frozen reference: weights and its exact tables."""
+
+    config: SeqSFTConfig
+    net: SeqPolicyNet
+    theta: torch.Tensor           # (N,)
+    logp_table: torch.Tensor      # (C, K)
+    seq_logp: torch.Tensor        # (C, N)
+    history: pd.DataFrame         # step, loss (cross-entropy per demonstration)
+
+
+def train_sft(task: SeqTask, cfg: SeqSFTConfig = SeqSFTConfig()) -> SeqSFTResult:
+    """Maximum likelihood on demonstrations drawn from task.demo_probs, Adam, cfg.seed's generator.
+
+        L_SFT = -1/B sum_b log pi(y_b | c_b),   c_b ~ U(C), y_b ~ demo(. | c_b)
+    """
+    gen = generator(cfg.seed)
+    tc = task.config
+    net = SeqPolicyNet(tc.context_dim, tc.max_length, tc.alphabet_size, cfg.hidden_dim)
+    theta = net.init(gen).unsqueeze(0)
+    x = net.inputs(task.contexts)
+    n_ctx = task.n_contexts
+    ctx = torch.randint(0, n_ctx, (cfg.steps, cfg.batch_size), generator=gen)
+    u = torch.rand(cfg.steps, cfg.batch_size, 1, generator=gen)
+    resp = sample_responses(task.demo_probs.unsqueeze(0), ctx.view(1, -1), u.view(1, -1)).view_as(ctx)
+    # Per-step counts of each table entry used by the demonstrations: (steps, C, K) / B.
+    counts = torch.zeros(cfg.steps, n_ctx, task.responses.n)
+    counts.view(cfg.steps, -1).scatter_add_(1, ctx * task.responses.n + resp,
+                                            torch.ones(cfg.steps, cfg.batch_size))
+    freq = torch.matmul(counts, task.responses.incidence.T) / cfg.batch_size
+    opt = BatchedAdam(theta, torch.tensor([cfg.lr]))
+    losses = torch.empty(cfg.steps)
+    for step in range(cfg.steps):
+        table, h1 = net.forward(theta, x, n_ctx)
+        losses[step] = -(table[0] * freq[step]).sum()
+        opt.step(net.backward(theta, x, h1, table, -freq[step].unsqueeze(0)))
+    table = net.logp_table(theta, x, n_ctx)[0]
+    history = pd.DataFrame({"step": range(1, cfg.steps + 1), "loss": losses.numpy()})
+    return SeqSFTResult(cfg, net, theta[0].clone(), table, sequence_logp(table, task.responses), history)
+
+
+@dataclass(frozen=True)
+class SeqRewardModelResult:
+    """A Bradley-Terry reward model over whole responses: its (C, N) score table and history."""
+
+    config: SeqRewardModelConfig
+    scores: torch.Tensor          # (C, N) r(c, y)
+    history: pd.DataFrame         # step, loss, pairwise_accuracy (vs. the verifier, on pairs it separates)
+
+
+def response_features(responses: Responses) -> torch.Tensor:
+    """(N, L (A + 1)): one-hot of the token at each position, zeros past the end."""
+    onehot = F.one_hot(responses.tokens, responses.alphabet_size + 1).float()
+    return (onehot * responses.mask.unsqueeze(-1)).flatten(1)
+
+
+def train_reward_model(task: SeqTask, cfg: SeqRewardModelConfig = SeqRewardModelConfig()
+                       ) -> SeqRewardModelResult:
+    """Bradley-Terry on simulated comparisons, as the one-token notebook does, over sequences.
+
+    Pairs (c, y_a, y_b) from one context, each response drawn from the demonstrations or uniformly
+    over all N (half each); the label is 1 with probability
+        sigmoid(label_scale (ok(y_a) - ok(y_b)) + length_bias (|y_a| - |y_b|)),
+    so labelers who like length teach the model to reward it. The model:
+        r(c, y) = w2 . relu(Wc x_c + Wy f(y) + b1) + b2,   f(y) = per-position token one-hot,
+    trained on  -1/B sum [y log s(r_a - r_b) + (1 - y) log s(r_b - r_a)]  with Adam.
+    """
+    gen = generator(cfg.seed)
+    resp, n_ctx, h = task.responses, task.n_contexts, cfg.hidden_dim
+    feats = response_features(resp)                                         # (N, F)
+    d, f = task.contexts.shape[1], feats.shape[1]
+    params = [_uniform(gen, (d, h), (d + f) ** -0.5), _uniform(gen, (f, h), (d + f) ** -0.5),
+              _uniform(gen, (h,), (d + f) ** -0.5), _uniform(gen, (h,), h ** -0.5),
+              _uniform(gen, (1,), h ** -0.5)]
+    flat = torch.cat([p.reshape(-1) for p in params]).unsqueeze(0)
+    shapes = ParamLayout((("wc", (d, h)), ("wy", (f, h)), ("b1", (h,)), ("w2", (h,)), ("b2", (1,))))
+
+    def scores(theta):
+        p = shapes.views(theta)
+        hidden = torch.relu((task.contexts @ p["wc"][0]).unsqueeze(1)
+                            + (feats @ p["wy"][0] + p["b1"][0]).unsqueeze(0))   # (C, N, H)
+        return hidden @ p["w2"][0] + p["b2"][0]                              # (C, N)
+
+    b, n = cfg.batch_pairs, resp.n
+    ctx = torch.randint(0, n_ctx, (cfg.steps, b), generator=gen)
+    draws = []
+    for _ in range(2):
+        from_demo = torch.rand(cfg.steps, b, generator=gen) < 0.5
+        u = torch.rand(1, cfg.steps * b, generator=gen)
+        demo = sample_responses(task.demo_probs.unsqueeze(0), ctx.view(1, -1), u).view_as(ctx)
+        uniform = torch.randint(0, n, (cfg.steps, b), generator=gen)
+        draws.append(torch.where(from_demo, demo, uniform))
+    ya, yb = draws
+    ok = task.correct
+    length = resp.length.float()
+    margin_true = (cfg.label_scale * (ok[ctx, ya] - ok[ctx, yb])
+                   + cfg.length_bias * (length[ya] - length[yb]))
+    label = (torch.rand(cfg.steps, b, generator=gen) < torch.sigmoid(margin_true)).float()
+    opt = BatchedAdam(flat, torch.tensor([cfg.lr]))
+    losses, accuracy = torch.empty(cfg.steps), torch.empty(cfg.steps)
+    differ = ok.unsqueeze(2) != ok.unsqueeze(1)                              # (C, N, N) pairs the verifier separates
+    for step in range(cfg.steps):
+        w = flat.detach().requires_grad_(True)
+        s = scores(w)
+        margin = s[ctx[step], ya[step]] - s[ctx[step], yb[step]]
+        loss = F.binary_cross_entropy_with_logits(margin, label[step])
+        grad, = torch.autograd.grad(loss, w)
+        opt.step(grad)
+        losses[step] = loss.detach()
+        accuracy[step] = float("nan")
+    with torch.no_grad():
+        final = scores(flat)
+    # How often the model ranks a correct response above a wrong one of the same context.
+    right = (final.unsqueeze(2) > final.unsqueeze(1)) == (ok.unsqueeze(2) > ok.unsqueeze(1))
+    accuracy[-1] = float((right & differ).sum() / differ.sum().clamp_min(1))
+    history = pd.DataFrame({"step": range(1, cfg.steps + 1), "loss": losses.numpy(),
+                            "pairwise_accuracy": accuracy.numpy()})
+    return SeqRewardModelResult(cfg, final, history)
