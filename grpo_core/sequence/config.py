@@ -86,7 +86,7 @@ class SeqGRPOConfig(_Validated):
     iterations: int = knob(200, 1, 5000, "Training iterations; each samples a fresh batch of groups.")
     prompts: int = knob(8, 1, 64, "Prompts sampled per iteration (with replacement).")
     group_size: int = knob(8, 2, 64, "Responses sampled per prompt (G).")
-    lr: float = knob(1e-2, 1e-5, 1.0, "Adam learning rate of the policy.", log=True)
+    lr: float = knob(2e-3, 1e-5, 1.0, "Adam learning rate of the policy.", log=True)
     kl_coef: float = knob(0.0, 0.0, 10.0, "Weight beta of the per-token KL to the reference (TRL beta).")
     clip_eps: float = knob(0.2, 0.01, 1.0, "Ratio clip range [1 - eps, 1 + eps_high] (TRL epsilon).")
     clip_eps_high: float = knob(0.0, 0.0, 1.0, "Upper clip range if different (DAPO clip-higher; TRL "

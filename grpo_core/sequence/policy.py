@@ -75,17 +75,21 @@ class SeqPolicyNet:
 
     def backward(self, theta: torch.Tensor, x: torch.Tensor, h1: torch.Tensor,
                  logp: torch.Tensor, dlogp: torch.Tensor) -> torch.Tensor:
-        """Gradient (E, N) of a loss given dloss/dlogp_table (E, C, K), by hand:
+        """Gradient (E, N) of a loss given dloss/dlogp_table (E, C, K), by hand; several losses'
+        gradients (E, J, N) at once given (E, J, C, K):
             dZ = dlogp - softmax * sum_v dlogp   (through log_softmax, per row),
             d[W2; b2] = h1^T dZ,   dH = (dZ W2^T) [h > 0],   d[W1; b1] = x^T dH
         (checked against autograd of logp_table in the tests)."""
         n_mem, v, hidden = theta.shape[0], self.vocab, self.hidden_dim
+        many = dlogp.dim() == 4
         w2 = self.layout.views(theta)["layer2"][:, :hidden]                  # (E, H, V)
-        g = dlogp.reshape(n_mem, -1, v)
-        dz = g - logp.reshape(n_mem, -1, v).exp() * g.sum(-1, keepdim=True)  # (E, R, V)
-        dh = torch.bmm(dz, w2.transpose(1, 2)).mul_(h1[..., :hidden] > 0)
-        return torch.cat((torch.matmul(x.T, dh).view(n_mem, -1),
-                          torch.bmm(h1.transpose(1, 2), dz).view(n_mem, -1)), dim=1)
+        g = dlogp.reshape(n_mem, -1, h1.shape[1], v)                         # (E, J, R, V)
+        probs = logp.reshape(n_mem, 1, -1, v).exp()
+        dz = g - probs * g.sum(-1, keepdim=True)
+        dh = torch.matmul(dz, w2.transpose(1, 2).unsqueeze(1)).mul_(h1[..., :hidden].unsqueeze(1) > 0)
+        grad = torch.cat((torch.matmul(x.T, dh).flatten(2),
+                          torch.matmul(h1.transpose(1, 2).unsqueeze(1), dz).flatten(2)), dim=2)
+        return grad if many else grad[:, 0]
 
 
 def sample_responses(probs: torch.Tensor, ctx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
