@@ -3,5 +3,4 @@
 The advantage estimators and the per-sample KL estimators are shared, never copied: when
 grpo_core.grpo is split into advantages.py and losses.py, only these imports move.
 """
-from ..config import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS  # noqa: F401  (names of the choices)
 from ..grpo import KL_CODES, advantages, sampled_kl  # noqa: F401

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import MAX_WORK_PER_REQUEST, ConfigError, _Validated, knob
-from ._shared import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS
+from ..config import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS
 
 # TRL's loss_type names, then verl's loss_agg_mode names (see losses.AGGREGATIONS).
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo",
