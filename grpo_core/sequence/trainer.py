@@ -39,7 +39,7 @@ from .task import SeqTask, make_task
 CHUNK = 64
 _FINITE = (METRICS.index("kl_ref"), METRICS.index("entropy"))
 BATCH_COLUMNS = ("batch_reward", "batch_length", "zero_std_frac", "clip_frac_token",
-                 "clip_frac_seq", "grad_cosine", "policy_loss", "grad_norm")
+                 "clip_frac_seq", "grad_cosine", "policy_loss", "grad_norm")  # the order _iterate stacks them
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,11 @@ class _Members:
         self.mask_truncated = vec("mask_truncated", torch.bool).view(-1, 1)
         self.beta_reward = torch.tensor([c.kl_coef * (c.kl_placement == "reward") for c in configs]).view(-1, 1)
         self.reward_k_code = torch.tensor([KL_CODES[c.kl_estimator] for c in configs]).view(-1, 1, 1)
+        self.valid_flat = self.valid.flatten(1)                                          # (E, S)
+        self.n_valid = self.valid_flat.sum(1)
+        self.single_minibatch = bool((self.minibatches == 1).all())
+        self.kl_in_reward = bool((self.beta_reward > 0).any())
+        self.uses_ref = self.kl_in_reward or self.terms.uses_kl
         self.needs_rows = bool(((self.terms.k_code == 0) & (self.terms.beta > 0)).any()
                                or ((self.reward_k_code == 0) & (self.beta_reward.view(-1, 1, 1) > 0)).any()
                                or self.terms.uses_entropy)
@@ -248,36 +253,43 @@ class SeqTrainer:
         m, it, row = self.m, self.iteration, self.iteration % CHUNK
         if row == 0:
             self._draw()
-        responses, vocab = self.responses, self.vocab
-        prompts, u = self.prompts_chunk[row], self.u_chunk[row]
-        ctx = prompts.unsqueeze(-1).expand(-1, -1, m.g_max).flatten(1)         # (E, S)
-        valid = m.valid.flatten(1)
+        responses, vocab, n_mem = self.responses, self.vocab, m.n
+        ctx = self.prompts_chunk[row].unsqueeze(-1).expand(-1, -1, m.g_max).flatten(1)  # (E, S)
+        valid = m.valid_flat
         table = self.table.detach()
-        resp = sample_responses(self.seq_logp.detach().exp(), ctx, u.flatten(1))  # (E, S)
+        resp = sample_responses(self.seq_logp.detach().exp(), ctx, self.u_chunk[row].flatten(1))  # (E, S)
         rewards = self.rewards_cn.flatten(1).gather(1, ctx * responses.n + resp)   # (E, S)
-        old_logp = token_logp(table, responses, ctx, resp)                     # (E, S, L)
-        ref_logp = token_logp(self.ref_table.unsqueeze(0).expand_as(table), responses, ctx, resp)
-        token_mask = responses.mask[resp] & valid.unsqueeze(-1)
-        token_mask &= ~(m.mask_truncated & responses.truncated[resp]).unsqueeze(-1)
-        token_mask = token_mask.float()
-        if bool((m.beta_reward > 0).any()):  # KL in the reward: r - beta sum_t kl_t
+        # Flat index of every sampled token into the (E, C K) tables; padding points at entry 0
+        # and is masked wherever it could matter.
+        index = (ctx.unsqueeze(-1) * responses.table_size + responses.token_index[resp]).flatten(1)
+        shape = (n_mem, -1, self.big_l)
+        old_logp = table.flatten(1).gather(1, index).view(shape)               # (E, S, L)
+        ref_logp = (self.ref_table.flatten().gather(0, index.flatten()).view(shape)
+                    if m.uses_ref else None)
+        real = responses.mask[resp]                                             # (E, S, L)
+        truncated = responses.truncated[resp]
+        token_mask = (real & (valid & ~(m.mask_truncated & truncated)).unsqueeze(-1)).float()
+        if m.kl_in_reward:  # KL in the reward: r - beta sum_t kl_t
             exact_rows = (_at_tokens(_row_values(table, self.ref_table, vocab)[0], responses, ctx, resp, vocab)
                           if m.needs_rows else None)
-            kl_seq = (token_kl(old_logp, ref_logp, m.reward_k_code, exact_rows) * responses.mask[resp]).sum(-1)
+            kl_seq = (token_kl(old_logp, ref_logp, m.reward_k_code, exact_rows) * real).sum(-1)
             rewards = rewards - m.beta_reward * kl_seq
-        adv, zero_std = _advantages(m, rewards.view(m.n, m.p_max, m.g_max))
+        adv, zero_std = _advantages(m, rewards.view(n_mem, m.p_max, m.g_max))
         adv = adv.flatten(1)
         batch_tokens = token_mask.sum((1, 2))                                  # dapo's normalizer
-        record = torch.zeros(m.n, len(BATCH_COLUMNS))
         in_run = it < m.iterations
+        step_sums = torch.zeros(n_mem, 4)      # clip_frac_token, clip_frac_seq, policy_loss, grad_norm
         for step in range(m.steps_max):
             if step:
                 self._forward()
             active = in_run & (step < m.steps) & (self.first_bad > it)
-            in_mb = (m.mb_of_sample == (step % m.minibatches).unsqueeze(1)) & valid      # (E, S)
-            mask = token_mask * in_mb.unsqueeze(-1)
+            if m.single_minibatch:
+                in_mb, mask, n_seq = valid, token_mask, m.n_valid
+            else:
+                in_mb = (m.mb_of_sample == (step % m.minibatches).unsqueeze(1)) & valid   # (E, S)
+                mask, n_seq = token_mask * in_mb.unsqueeze(-1), in_mb.sum(1)
             leaf = self.table.detach().requires_grad_(True)
-            new_logp = token_logp(leaf, responses, ctx, resp)
+            new_logp = leaf.flatten(1).gather(1, index).view(shape)
             exact_kl = entropy = None
             if m.needs_rows:
                 kl_rows, h_rows = _row_values(leaf, self.ref_table, vocab)
@@ -285,29 +297,26 @@ class SeqTrainer:
                 entropy = _at_tokens(h_rows, responses, ctx, resp, vocab)
             loss_tok, clipped = per_token_loss(new_logp, old_logp, ref_logp, adv, mask, m.terms,
                                                exact_kl, entropy)
-            loss = aggregate(loss_tok, mask, m.terms.agg, in_mb.sum(1), batch_tokens, self.big_l)
+            loss = aggregate(loss_tok, mask, m.terms.agg, n_seq, batch_tokens, self.big_l)
             dtable, = torch.autograd.grad(loss.sum(), leaf)
             if step == 0:  # the exact gradient rides along the batch gradient's backward pass
-                both = self.net.backward(self.theta, self.x, self.h1, self.table,
-                                         torch.stack([dtable, self._exact_dtable()], 1))
-                grad, exact = both.unbind(1)
-                record[:, BATCH_COLUMNS.index("grad_cosine")] = torch.nn.functional.cosine_similarity(
-                    -grad, exact, dim=1, eps=1e-30)
+                grad, exact = self.net.backward(self.theta, self.x, self.h1, self.table,
+                                                torch.stack([dtable, self._exact_dtable()], 1)).unbind(1)
+                cosine = torch.nn.functional.cosine_similarity(-grad, exact, dim=1, eps=1e-30)
             else:
                 grad = self.net.backward(self.theta, self.x, self.h1, self.table, dtable)
-            n_tok = mask.sum((1, 2)).clamp_min(1)
-            seq_clip = ((clipped & (mask > 0)).any(-1) & in_mb).sum(1) / in_mb.sum(1).clamp_min(1)
-            steps = m.steps.float()
-            record[:, BATCH_COLUMNS.index("clip_frac_token")] += (clipped * mask).sum((1, 2)) / n_tok / steps
-            record[:, BATCH_COLUMNS.index("clip_frac_seq")] += seq_clip / steps
-            record[:, BATCH_COLUMNS.index("policy_loss")] += loss.detach() / steps * active
-            record[:, BATCH_COLUMNS.index("grad_norm")] += grad.norm(dim=1) / steps * active
+            hit = clipped & (mask > 0)
+            step_sums += torch.stack([hit.sum((1, 2)) / mask.sum((1, 2)).clamp_min(1),
+                                      hit.any(-1).sum(1) / n_seq.clamp_min(1),
+                                      loss.detach(), grad.norm(dim=1)], 1) * active.unsqueeze(1)
             self.opt.step(grad, None if bool(active.all()) else active)
-        n_valid = valid.sum(1)
-        record[:, BATCH_COLUMNS.index("batch_reward")] = (rewards * valid).sum(1) / n_valid
-        record[:, BATCH_COLUMNS.index("batch_length")] = (responses.length[resp] * valid).sum(1) / n_valid
-        record[:, BATCH_COLUMNS.index("zero_std_frac")] = (zero_std & m.valid_p).sum(1) / m.valid_p.sum(1)
-        self.stats[it] = record
+        n_valid = m.n_valid
+        self.stats[it] = torch.cat([torch.stack([
+            (rewards * valid).sum(1) / n_valid,
+            (responses.length[resp] * valid).sum(1) / n_valid,
+            (zero_std & m.valid_p).sum(1) / m.valid_p.sum(1)], 1),
+            step_sums[:, :2] / m.steps.unsqueeze(1), cosine.unsqueeze(1),
+            step_sums[:, 2:] / m.steps.unsqueeze(1)], 1)
 
     def _exact_dtable(self) -> torch.Tensor:
         """dJ/dlogp_table (E, C, K) of the exact objective J = 1/C sum_c sum_y pi(y|c) r(c, y):
