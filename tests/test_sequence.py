@@ -127,7 +127,9 @@ def test_members_equal_solo_runs(up):
                SeqGRPOConfig(iterations=40, seed=3, loss_type="luspo", importance_sampling_level="sequence",
                              epochs=2, minibatches=2, kl_coef=0.1, lr=3e-3),
                SeqGRPOConfig(iterations=30, seed=4, loss_type="cispo", epochs=3, mask_truncated=True,
-                             overlong_buffer=2, entropy_coef=0.01, kl_estimator="exact", kl_coef=0.05)]
+                             overlong_buffer=2, entropy_coef=0.01, kl_estimator="exact", kl_coef=0.05),
+               SeqGRPOConfig(iterations=30, seed=5, kl_placement="reward", kl_coef=0.2, kl_estimator="k1",
+                             advantage_estimator="rloo", dual_clip=3.0, clip_eps_high=0.28, epochs=2)]
     together = train_seq(up, configs)
     for cfg, res in zip(configs, together):
         alone = train_seq(up, [cfg])[0]

@@ -147,8 +147,17 @@ class SeqGRPOConfig(_Validated):
                               "= sequence (its loss scales each response's one sequence loss by |y|)")
 
 
+# Members x contexts x responses: the size of the exact tables a batch keeps (~10 float32 copies).
+MAX_TABLE_ENTRIES = 16_000_000
+
+
 def check_seq_budget(configs, task: SeqTaskConfig) -> None:
-    """Bound the work of a batch of runs: iterations x epochs x samples x max_length, summed."""
+    """Bound the work of a batch of runs (iterations x epochs x samples x max_length, summed) and
+    its memory (members x contexts x responses)."""
+    entries = len(configs) * task.n_contexts * task.responses
+    if entries > MAX_TABLE_ENTRIES:
+        raise ConfigError("seeds", f"runs x contexts x responses per context = {entries:,} is over "
+                          f"the limit of {MAX_TABLE_ENTRIES:,}; use fewer runs or a shorter max_length")
     total = sum(c.iterations * c.epochs * c.samples_per_iteration * task.max_length for c in configs)
     if total > MAX_WORK_PER_REQUEST:
         raise ConfigError("iterations", f"iterations x epochs x prompts x group size x max_length x "
