@@ -125,6 +125,11 @@ class SeqGRPOConfig(_Validated):
                                 "cost (L - C - |y|) / C x factor each; 0 turns it off.")
     overlong_factor: float = knob(1.0, 0.0, 10.0, "Scale of the soft overlong punishment (DAPO "
                                   "overlong_penalty_factor).")
+    ref_reset_every: int = knob(0, 0, 5000, "Reset the reference policy to the current one every N "
+                                "iterations (TRL sync_ref_model); 0 never resets.")
+    dynamic_sampling: int = knob(0, 0, 16, "DAPO dynamic sampling: a prompt slot whose group's rewards "
+                                 "are all equal is redrawn (new prompt, new group) up to this many "
+                                 "times, the redraws counting as generated samples; 0 turns it off.")
     reward: str = knob("verifiable", choices=SEQ_REWARDS,
                        help="What is trained on: the 0/1 verifier, or the learned Bradley-Terry "
                             "reward model (which can reward length).")
@@ -158,7 +163,8 @@ def check_seq_budget(configs, task: SeqTaskConfig) -> None:
     if entries > MAX_TABLE_ENTRIES:
         raise ConfigError("seeds", f"runs x contexts x responses per context = {entries:,} is over "
                           f"the limit of {MAX_TABLE_ENTRIES:,}; use fewer runs or a shorter max_length")
-    total = sum(c.iterations * c.epochs * c.samples_per_iteration * task.max_length for c in configs)
+    total = sum(c.iterations * c.epochs * c.samples_per_iteration * (1 + c.dynamic_sampling)
+                * task.max_length for c in configs)
     if total > MAX_WORK_PER_REQUEST:
         raise ConfigError("iterations", f"iterations x epochs x prompts x group size x max_length x "
                           f"seeds = {total:,} is over the limit of {MAX_WORK_PER_REQUEST:,}; lower one")

@@ -38,7 +38,7 @@ from .task import SeqTask, make_task
 
 CHUNK = 64
 _FINITE = (METRICS.index("kl_ref"), METRICS.index("entropy"))
-BATCH_COLUMNS = ("batch_reward", "batch_length", "zero_std_frac", "clip_frac_token",
+BATCH_COLUMNS = ("generated", "batch_reward", "batch_length", "zero_std_frac", "clip_frac_token",
                  "clip_frac_seq", "grad_cosine", "policy_loss", "grad_norm")  # the order _iterate stacks them
 
 
@@ -120,6 +120,10 @@ class _Members:
         self.beta_reward = torch.tensor([c.kl_coef * (c.kl_placement == "reward") for c in configs]).view(-1, 1)
         self.reward_k_code = torch.tensor([KL_CODES[c.kl_estimator] for c in configs]).view(-1, 1, 1)
         self.valid_flat = self.valid.flatten(1)                                          # (E, S)
+        self.tries = vec("dynamic_sampling") + 1
+        self.k_max = int(self.tries.max())
+        self.ref_reset = vec("ref_reset_every")
+        self.ref_reset_any = bool((self.ref_reset > 0).any())
         self.n_valid = self.valid_flat.sum(1)
         self.single_minibatch = bool((self.minibatches == 1).all())
         self.kl_in_reward = bool((self.beta_reward > 0).any())
@@ -178,7 +182,9 @@ class SeqTrainer:
         self.x = self.net.inputs(task.contexts)
         self.theta = up.sft.theta.repeat(m.n, 1)
         self.opt = BatchedAdam(self.theta, torch.tensor([c.lr for c in configs]))
-        self.ref_table, self.ref_seq = up.sft.logp_table, up.sft.seq_logp
+        self.ref_table, self.ref_seq = up.sft.logp_table, up.sft.seq_logp   # (C, K), (C, N)
+        if m.ref_reset_any:  # members whose reference moves keep their own copy
+            self.ref_table = self.ref_table.repeat(m.n, 1, 1)
         self.rewards_cn = reward_tables(up, configs)                           # (E, C, N)
         self.rm_scores = up.rm.scores if up.rm is not None else None
         self.gens = [generator(c.seed) for c in configs]
@@ -240,40 +246,39 @@ class SeqTrainer:
     def _draw(self) -> None:
         """Each member's prompts (T, E, P) and uniforms (T, E, P, G) for the next CHUNK iterations."""
         m, start = self.m, self.iteration
-        self.prompts_chunk = torch.zeros(CHUNK, m.n, m.p_max, dtype=torch.long)
-        self.u_chunk = torch.zeros(CHUNK, m.n, m.p_max, m.g_max)
+        self.prompts_chunk = torch.zeros(CHUNK, m.n, m.p_max, m.k_max, dtype=torch.long)
+        self.u_chunk = torch.zeros(CHUNK, m.n, m.p_max, m.k_max, m.g_max)
         for e, (gen, cfg) in enumerate(zip(self.gens, self.configs)):
             if start < cfg.iterations:
-                self.prompts_chunk[:, e, :cfg.prompts] = torch.randint(
-                    0, self.n_ctx, (CHUNK, cfg.prompts), generator=gen)
-                self.u_chunk[:, e, :cfg.prompts, :cfg.group_size] = torch.rand(
-                    CHUNK, cfg.prompts, cfg.group_size, generator=gen)
+                tries = cfg.dynamic_sampling + 1
+                self.prompts_chunk[:, e, :cfg.prompts, :tries] = torch.randint(
+                    0, self.n_ctx, (CHUNK, cfg.prompts, tries), generator=gen)
+                self.u_chunk[:, e, :cfg.prompts, :tries, :cfg.group_size] = torch.rand(
+                    CHUNK, cfg.prompts, tries, cfg.group_size, generator=gen)
 
     def _iterate(self) -> None:
         m, it, row = self.m, self.iteration, self.iteration % CHUNK
         if row == 0:
             self._draw()
         responses, vocab, n_mem = self.responses, self.vocab, m.n
-        ctx = self.prompts_chunk[row].unsqueeze(-1).expand(-1, -1, m.g_max).flatten(1)  # (E, S)
         valid = m.valid_flat
         table = self.table.detach()
-        resp = sample_responses(self.seq_logp.detach().exp(), ctx, self.u_chunk[row].flatten(1))  # (E, S)
-        rewards = self.rewards_cn.flatten(1).gather(1, ctx * responses.n + resp)   # (E, S)
+        if m.ref_reset_any and it > 0:  # reference reset (TRL sync_ref_model): pi_ref <- pi
+            reset = (m.ref_reset > 0) & (it % m.ref_reset.clamp_min(1) == 0)
+            self.ref_table = torch.where(reset.view(-1, 1, 1), table, self.ref_table)
+        ctx, resp, rewards, generated = self._sample(table)
         # Flat index of every sampled token into the (E, C K) tables; padding points at entry 0
         # and is masked wherever it could matter.
         index = (ctx.unsqueeze(-1) * responses.table_size + responses.token_index[resp]).flatten(1)
         shape = (n_mem, -1, self.big_l)
         old_logp = table.flatten(1).gather(1, index).view(shape)               # (E, S, L)
-        ref_logp = (self.ref_table.flatten().gather(0, index.flatten()).view(shape)
-                    if m.uses_ref else None)
+        ref_logp = None
+        if m.uses_ref:
+            ref_logp = (self.ref_table.flatten(1).gather(1, index) if self.ref_table.dim() == 3 else
+                        self.ref_table.flatten().gather(0, index.flatten())).view(shape)
         real = responses.mask[resp]                                             # (E, S, L)
         truncated = responses.truncated[resp]
         token_mask = (real & (valid & ~(m.mask_truncated & truncated)).unsqueeze(-1)).float()
-        if m.kl_in_reward:  # KL in the reward: r - beta sum_t kl_t
-            exact_rows = (_at_tokens(_row_values(table, self.ref_table, vocab)[0], responses, ctx, resp, vocab)
-                          if m.needs_rows else None)
-            kl_seq = (token_kl(old_logp, ref_logp, m.reward_k_code, exact_rows) * real).sum(-1)
-            rewards = rewards - m.beta_reward * kl_seq
         adv, zero_std = _advantages(m, rewards.view(n_mem, m.p_max, m.g_max))
         adv = adv.flatten(1)
         batch_tokens = token_mask.sum((1, 2))                                  # dapo's normalizer
@@ -311,12 +316,46 @@ class SeqTrainer:
                                       loss.detach(), grad.norm(dim=1)], 1) * active.unsqueeze(1)
             self.opt.step(grad, None if bool(active.all()) else active)
         n_valid = m.n_valid
-        self.stats[it] = torch.cat([torch.stack([
+        self.stats[it] = torch.cat([generated.unsqueeze(1), torch.stack([
             (rewards * valid).sum(1) / n_valid,
             (responses.length[resp] * valid).sum(1) / n_valid,
             (zero_std & m.valid_p).sum(1) / m.valid_p.sum(1)], 1),
             step_sums[:, :2] / m.steps.unsqueeze(1), cosine.unsqueeze(1),
             step_sums[:, 2:] / m.steps.unsqueeze(1)], 1)
+
+    def _sample(self, table: torch.Tensor):
+        """Draw and score each member's groups: ctx, resp, rewards (E, S) and generated samples (E,).
+
+        With dynamic sampling (K tries per prompt slot), a slot keeps its first try whose rewards
+        are not all equal, or its last allowed try. With the KL placed in the reward,
+        r <- r - beta sum_t kl_t over the response's tokens."""
+        m, responses, row = self.m, self.responses, self.iteration % CHUNK
+        n_mem, p, k, g = m.n, m.p_max, m.k_max, m.g_max
+        prompts, u = self.prompts_chunk[row], self.u_chunk[row]             # (E, P, K), (E, P, K, G)
+        ctx = prompts.unsqueeze(-1).expand(-1, -1, -1, g).flatten(1)        # (E, P K G)
+        resp = sample_responses(self.seq_logp.detach().exp(), ctx, u.flatten(1))
+        rewards = self.rewards_cn.flatten(1).gather(1, ctx * responses.n + resp)
+        if m.kl_in_reward:
+            index = (ctx.unsqueeze(-1) * responses.table_size + responses.token_index[resp]).flatten(1)
+            shape = (n_mem, -1, self.big_l)
+            logp = table.flatten(1).gather(1, index).view(shape)
+            ref = (self.ref_table.flatten(1).gather(1, index) if self.ref_table.dim() == 3 else
+                   self.ref_table.flatten().gather(0, index.flatten())).view(shape)
+            exact_rows = (_at_tokens(_row_values(table, self.ref_table, self.vocab)[0], responses,
+                                     ctx, resp, self.vocab) if m.needs_rows else None)
+            kl_seq = (token_kl(logp, ref, m.reward_k_code, exact_rows) * responses.mask[resp]).sum(-1)
+            rewards = rewards - m.beta_reward * kl_seq
+        if k == 1:
+            return ctx, resp, rewards, m.n_valid.float()
+        r = rewards.view(n_mem, p, k, g)
+        valid = m.valid.unsqueeze(2)                                            # (E, P, 1, G)
+        signal = ((torch.where(valid, r, -torch.inf).amax(-1) > torch.where(valid, r, torch.inf).amin(-1))
+                  & (torch.arange(k) < m.tries.view(-1, 1, 1)))                 # (E, P, K)
+        choice = torch.where(signal.any(-1), signal.int().argmax(-1), (m.tries - 1).view(-1, 1))
+        pick = lambda t: t.view(n_mem, p, k, g).gather(
+            2, choice.view(n_mem, p, 1, 1).expand(-1, -1, 1, g)).flatten(1)
+        generated = ((choice + 1) * m.valid.sum(-1)).sum(1).float()
+        return pick(ctx), pick(resp), pick(rewards), generated
 
     def _exact_dtable(self) -> torch.Tensor:
         """dJ/dlogp_table (E, C, K) of the exact objective J = 1/C sum_c sum_y pi(y|c) r(c, y):
@@ -334,9 +373,11 @@ class SeqTrainer:
         out = []
         for e, cfg in enumerate(self.configs):
             n = int(kept[e])
-            hist = {"iteration": list(range(1, n + 1))}
+            hist = {"iteration": list(range(1, n + 1)),
+                    "samples": self.stats[:n, e, 0].round().long().cumsum(0).numpy()}
             hist.update({k: self.exact[1:n + 1, e, j].numpy() for j, k in enumerate(METRICS)})
-            hist.update({k: self.stats[:n, e, j].numpy() for j, k in enumerate(BATCH_COLUMNS)})
+            hist.update({k: self.stats[:n, e, j].numpy() for j, k in enumerate(BATCH_COLUMNS)
+                         if k != "generated"})
             row = self.exact[n, e]
             final = {k: float(row[j]) for j, k in enumerate(METRICS)}
             ctx_metrics = sequence_metrics(final_seq[e], self.task, self.ref_seq, self.rm_scores,
