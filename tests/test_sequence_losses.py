@@ -25,7 +25,7 @@ def _batch(seed: int, n_mem: int = 2, n_seq: int = 6):
     return new * mask, old * mask, ref * mask, adv, mask
 
 
-def _reference_loss(new, old, ref, adv, mask, cfg: SeqGRPOConfig, batch_tokens: float):
+def _reference_loss(new, old, ref, adv, mask, cfg: SeqGRPOConfig, batch_tokens: float, max_length: int = L):
     """One member's loss, response by response and token by token, straight from the formulas."""
     lo, hi = 1 - cfg.clip_eps, 1 + cfg.upper_clip_eps
     n_seq = new.shape[0]
@@ -58,13 +58,13 @@ def _reference_loss(new, old, ref, adv, mask, cfg: SeqGRPOConfig, batch_tokens: 
     if kind in ("bnpo", "token-mean"):
         return total / max(all_tokens, 1)
     if kind == "dr_grpo":
-        return total / (n_seq * L)
+        return total / (n_seq * max_length)
     if kind in ("dapo", "cispo"):
         return total / batch_tokens
     if kind in ("luspo", "seq-mean-token-sum"):
         return total / n_seq
     if kind == "seq-mean-token-sum-norm":
-        return total / L
+        return total / max_length
     raise AssertionError(kind)
 
 

@@ -15,10 +15,10 @@ from .config import SeqGRPOConfig
 from .trainer import SeqUpstream
 
 
-def naive_policy(up: SeqUpstream) -> nn.Sequential:
-    """nn.Sequential(Linear, ReLU, Linear) holding the SFT policy's weights."""
+def naive_policy(up: SeqUpstream, theta: torch.Tensor | None = None) -> nn.Sequential:
+    """nn.Sequential(Linear, ReLU, Linear) holding the SFT policy's weights (or flat `theta` (N,))."""
     net = up.sft.net
-    views = net.layout.views(up.sft.theta.unsqueeze(0))
+    views = net.layout.views((up.sft.theta if theta is None else theta).unsqueeze(0))
     model = nn.Sequential(nn.Linear(net.n_features, net.hidden_dim), nn.ReLU(),
                           nn.Linear(net.hidden_dim, net.vocab))
     with torch.no_grad():
