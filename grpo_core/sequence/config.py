@@ -153,7 +153,7 @@ class SeqGRPOConfig(_Validated):
 
 
 # Members x contexts x responses: the size of the exact tables a batch keeps (~10 float32 copies).
-MAX_TABLE_ENTRIES = 16_000_000
+MAX_TABLE_ENTRIES = 4_000_000
 
 
 def check_seq_budget(configs, task: SeqTaskConfig) -> None:

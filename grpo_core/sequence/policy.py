@@ -121,6 +121,9 @@ def token_logp(table: torch.Tensor, responses: Responses, ctx: torch.Tensor,
     return values * responses.mask[resp]
 
 
+SFT_CHUNK = 128  # SFT steps whose demonstration counts are tabulated at once (bounded memory)
+
+
 @dataclass(frozen=True)
 class SeqSFTResult:
     """The SFT policy, which is also the frozen reference: weights and its exact tables."""
@@ -147,17 +150,22 @@ def train_sft(task: SeqTask, cfg: SeqSFTConfig = SeqSFTConfig()) -> SeqSFTResult
     ctx = torch.randint(0, n_ctx, (cfg.steps, cfg.batch_size), generator=gen)
     u = torch.rand(cfg.steps, cfg.batch_size, 1, generator=gen)
     resp = sample_responses(task.demo_probs.unsqueeze(0), ctx.view(1, -1), u.view(1, -1)).view_as(ctx)
-    # Per-step counts of each table entry used by the demonstrations: (steps, C, K) / B.
-    counts = torch.zeros(cfg.steps, n_ctx, task.responses.n)
-    counts.view(cfg.steps, -1).scatter_add_(1, ctx * task.responses.n + resp,
-                                            torch.ones(cfg.steps, cfg.batch_size))
-    freq = torch.matmul(counts, task.responses.incidence.T) / cfg.batch_size
+    # Each demonstration's table entries, flat over (C, K): (steps, B, L), padding masked out.
+    entries = (ctx.unsqueeze(-1) * task.responses.table_size + task.responses.token_index[resp])
+    weight = task.responses.mask[resp].float() / cfg.batch_size
     opt = BatchedAdam(theta, torch.tensor([cfg.lr]))
     losses = torch.empty(cfg.steps)
+    size = n_ctx * task.responses.table_size
     for step in range(cfg.steps):
+        if step % SFT_CHUNK == 0:  # freq[s, c, k]: share of step s's tokens at entry k of context c
+            rows = slice(step, step + SFT_CHUNK)
+            n_rows = len(range(*rows.indices(cfg.steps)))
+            flat = (torch.arange(n_rows).view(-1, 1, 1) * size + entries[rows]).flatten()
+            freq = torch.zeros(n_rows * size).index_add_(0, flat, weight[rows].flatten()).view(n_rows, 1, n_ctx, -1)
+        f = freq[step % SFT_CHUNK]
         table, h1 = net.forward(theta, x, n_ctx)
-        losses[step] = -(table[0] * freq[step]).sum()
-        opt.step(net.backward(theta, x, h1, table, -freq[step].unsqueeze(0)))
+        losses[step] = -(table * f).sum()
+        opt.step(net.backward(theta, x, h1, table, -f))
     table = net.logp_table(theta, x, n_ctx)[0]
     history = pd.DataFrame({"step": range(1, cfg.steps + 1), "loss": losses.numpy()})
     return SeqSFTResult(cfg, net, theta[0].clone(), table, sequence_logp(table, task.responses), history)
@@ -169,7 +177,8 @@ class SeqRewardModelResult:
 
     config: SeqRewardModelConfig
     scores: torch.Tensor          # (C, N) r(c, y)
-    history: pd.DataFrame         # step, loss, pairwise_accuracy (vs. the verifier, on pairs it separates)
+    history: pd.DataFrame         # step, loss (Bradley-Terry, on that step's comparisons)
+    pairwise_accuracy: float      # correct-vs-wrong pairs of a context ranked correct-first (AUC)
 
 
 def response_features(responses: Responses) -> torch.Tensor:
@@ -199,11 +208,11 @@ def train_reward_model(task: SeqTask, cfg: SeqRewardModelConfig = SeqRewardModel
     flat = torch.cat([p.reshape(-1) for p in params]).unsqueeze(0)
     shapes = ParamLayout((("wc", (d, h)), ("wy", (f, h)), ("b1", (h,)), ("w2", (h,)), ("b2", (1,))))
 
-    def scores(theta):
+    def score(theta, c, y):
+        """r(c, y) for index tensors c, y of one shape."""
         p = shapes.views(theta)
-        hidden = torch.relu((task.contexts @ p["wc"][0]).unsqueeze(1)
-                            + (feats @ p["wy"][0] + p["b1"][0]).unsqueeze(0))   # (C, N, H)
-        return hidden @ p["w2"][0] + p["b2"][0]                              # (C, N)
+        hidden = torch.relu(task.contexts[c] @ p["wc"][0] + feats[y] @ p["wy"][0] + p["b1"][0])
+        return hidden @ p["w2"][0] + p["b2"][0]
 
     b, n = cfg.batch_pairs, resp.n
     ctx = torch.randint(0, n_ctx, (cfg.steps, b), generator=gen)
@@ -221,22 +230,30 @@ def train_reward_model(task: SeqTask, cfg: SeqRewardModelConfig = SeqRewardModel
                    + cfg.length_bias * (length[ya] - length[yb]))
     label = (torch.rand(cfg.steps, b, generator=gen) < torch.sigmoid(margin_true)).float()
     opt = BatchedAdam(flat, torch.tensor([cfg.lr]))
-    losses, accuracy = torch.empty(cfg.steps), torch.empty(cfg.steps)
-    differ = ok.unsqueeze(2) != ok.unsqueeze(1)                              # (C, N, N) pairs the verifier separates
-    for step in range(cfg.steps):
+    losses = torch.empty(cfg.steps)
+    for step in range(cfg.steps):  # only the sampled pairs are scored while training
         w = flat.detach().requires_grad_(True)
-        s = scores(w)
-        margin = s[ctx[step], ya[step]] - s[ctx[step], yb[step]]
-        loss = F.binary_cross_entropy_with_logits(margin, label[step])
+        c = ctx[step].repeat(2)
+        s_ab = score(w, c, torch.cat([ya[step], yb[step]]))
+        loss = F.binary_cross_entropy_with_logits(s_ab[:b] - s_ab[b:], label[step])
         grad, = torch.autograd.grad(loss, w)
         opt.step(grad)
         losses[step] = loss.detach()
-        accuracy[step] = float("nan")
-    with torch.no_grad():
-        final = scores(flat)
-    # How often the model ranks a correct response above a wrong one of the same context.
-    right = (final.unsqueeze(2) > final.unsqueeze(1)) == (ok.unsqueeze(2) > ok.unsqueeze(1))
-    accuracy[-1] = float((right & differ).sum() / differ.sum().clamp_min(1))
-    history = pd.DataFrame({"step": range(1, cfg.steps + 1), "loss": losses.numpy(),
-                            "pairwise_accuracy": accuracy.numpy()})
-    return SeqRewardModelResult(cfg, final, history)
+    with torch.no_grad():  # the (C, N) table, a block of responses at a time (bounded memory)
+        final = torch.cat([score(flat, torch.arange(n_ctx).unsqueeze(1), block.unsqueeze(0))
+                           for block in torch.arange(n).split(4096)], dim=1)
+    history = pd.DataFrame({"step": range(1, cfg.steps + 1), "loss": losses.numpy()})
+    return SeqRewardModelResult(cfg, final, history, ranking_accuracy(final, ok))
+
+
+def ranking_accuracy(scores: torch.Tensor, correct: torch.Tensor) -> float:
+    """Fraction of (correct, wrong) response pairs of the same context that the scores rank
+    correct-first (the AUC, from ranks: no N x N table), averaged over contexts that have both."""
+    ranks = scores.double().argsort(-1).argsort(-1).double()                # 0-based
+    pos = correct.sum(-1).double()
+    neg = correct.shape[-1] - pos
+    auc = ((ranks * correct).sum(-1) - pos * (pos - 1) / 2) / (pos * neg)
+    both = (pos > 0) & (neg > 0)
+    return float(auc[both].mean()) if bool(both.any()) else float("nan")
+
+
