@@ -6,7 +6,10 @@ One iteration, for each of E members at once:
    as token-by-token sampling) and the exact metrics are sums over that table.
 2. Rewards: the verifier or the reward model, with DAPO's soft overlong punishment
        penalty(|y|) = 0 if |y| <= L - C_buf,  (L - C_buf - |y|) / C_buf x factor otherwise
-   and optionally the summed per-token KL subtracted (kl_placement="reward").
+   and optionally the summed per-token KL subtracted (kl_placement="reward"). With dynamic
+   sampling, a prompt slot whose group's rewards are all equal is redrawn (DAPO); with
+   ref_reset_every the loss's reference becomes the current policy every N iterations (kl_ref
+   in the history stays against the SFT policy).
 3. Advantages with the one-token engine's estimators (grpo, dr_grpo, batch_std, rloo, none).
 4. epochs x minibatches Adam steps on the aggregated per-token loss (losses.py). Autograd
    differentiates the loss with respect to the small table only; the network's backward is
