@@ -60,6 +60,7 @@ def _sample_token_by_token(table, task, ctx: int, n: int, gen):
     return out
 
 
+@pytest.mark.slow
 def test_exact_metrics_match_monte_carlo(up):
     task = up.task
     # A policy away from the reference, so that KL is not ~0.
@@ -121,6 +122,7 @@ def test_same_config_same_history_bit_for_bit_and_in_pieces(up):
     _histories_equal(first.history, trainer.results()[0].history)
 
 
+@pytest.mark.slow
 def test_members_equal_solo_runs(up):
     configs = [SeqGRPOConfig(iterations=40, seed=1),
                SeqGRPOConfig(iterations=25, seed=2, group_size=4, prompts=5, loss_type="dr_grpo"),
@@ -186,6 +188,7 @@ def test_luspo_needs_sequence_ratios():
         SeqTaskConfig(alphabet_size=6, max_length=8)
 
 
+@pytest.mark.slow
 def test_learned_reward_model_ranks_correct_responses_and_likes_length():
     up = build_seq_upstream(rm_cfg=SeqRewardModelConfig())
     scores, task = up.rm.scores, up.task
@@ -200,6 +203,7 @@ def test_learned_reward_model_ranks_correct_responses_and_likes_length():
     assert h["length"].iloc[-1] > h["length"].iloc[0] + 0.3  # reward hacking through length
 
 
+@pytest.mark.slow
 def test_length_bias_direction_grpo_vs_dr_grpo(up):
     """Dr. GRPO: grpo's 1/|y| lets wrong answers grow longer relative to right ones; dr_grpo's
     constant normalizer does not. On the defaults, 8 seeds each, mean over seeds.

@@ -37,6 +37,7 @@ def _flat_grad(model) -> torch.Tensor:
     return torch.cat([l1.reshape(-1), l2.reshape(-1)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", [
     dict(),
     dict(loss_type="dr_grpo", epochs=2, lr=0.05, clip_eps=0.1),
