@@ -212,10 +212,11 @@ def test_length_bias_direction_grpo_vs_dr_grpo(up):
     grpo (+0.33) than under dr_grpo (+0.15), and the wrong-minus-right gap opens under grpo only.
     It is not true here that dr_grpo leaves E[len | wrong] unchanged at G = 8: both losses also
     lengthen every response (dr_grpo: right +0.19, wrong +0.15). That common drift is not in the
-    exact gradient (at the SFT policy cos(grad J, grad E|y|) = 0.007, J depending on length only
-    through truncation); it comes from sampling noise in the free continuation through the shared
-    network and grows with noise and network size: at G = 16 dr_grpo's E[len | wrong] moves by
-    -0.006 while grpo's grows +0.41; with hidden_dim 128 both grow. So the test asserts the
+    exact gradient: Adam on the exact gradient of the expected reward (no sampling) shortens
+    every response (E|y| 4.14 -> 2.70 in 200 steps, through the network the first token shares
+    with the end token). It comes from sampling noise in the free continuation, and shrinks with
+    larger groups: at G = 16 dr_grpo's E[len | wrong] moves by -0.006 while grpo's grows +0.41;
+    with hidden_dim 128 both grow. So the test asserts the
     differential, which is the Dr. GRPO claim, not the absolute no-change."""
     seeds = range(8)
     runs = train_seq(up, [SeqGRPOConfig(loss_type=t, seed=s) for t in ("grpo", "dr_grpo") for s in seeds])
