@@ -9,7 +9,8 @@ import torch
 
 from grpo_core.config import ConfigError
 from grpo_core.sequence import (SeqGRPOConfig, SeqRewardModelConfig, SeqTaskConfig, SeqTrainer,
-                                build_seq_upstream, enumerate_responses, sequence_metrics, train_seq)
+                                build_seq_upstream, enumerate_responses, sequence_metrics, top_responses,
+                                train_seq)
 from grpo_core.sequence.policy import SeqPolicyNet, sample_responses, sequence_logp
 from grpo_core.sequence.trainer import overlong_penalty
 
@@ -151,6 +152,12 @@ def test_training_learns_and_logs_exact_metrics(up):
     assert set(["length", "length_correct", "length_wrong", "p_truncated", "clip_frac_token",
                 "clip_frac_seq"]) <= set(h.columns)
     assert res.final["reward"] == pytest.approx(h["reward"].iloc[-1])
+    top = top_responses(res.final_seq_logp, up.task, k=3)
+    assert len(top) == 3 * up.task.n_contexts and top["prob"].between(0, 1).all()
+    best = top[top["rank"] == 1]
+    assert best["correct"].mean() >= 0.6  # the trained policy's favourite answers are right
+    assert all(r.startswith("abc"[int(a)]) for r, a in zip(best["response"][best["correct"]],
+                                                           up.task.answer[best["context"][best["correct"]].to_numpy()]))
 
 
 def test_clipping_is_counted_off_policy(up):

@@ -13,6 +13,7 @@ With pi(y | c) from the table (task.py), contexts uniform, verifier ok(c, y), |y
 """
 from __future__ import annotations
 
+import pandas as pd
 import torch
 
 from .task import SeqTask
@@ -50,3 +51,16 @@ def sequence_metrics(seq_logp: torch.Tensor, task: SeqTask, ref_seq_logp: torch.
     return {"reward": reduce(mass_ok), "rm_reward": reduce(rm), "length": reduce(length),
             "length_correct": length_correct, "length_wrong": length_wrong,
             "p_truncated": reduce(truncated), "kl_ref": reduce(kl), "entropy": reduce(entropy)}
+
+
+def top_responses(seq_logp: torch.Tensor, task: SeqTask, k: int = 5) -> pd.DataFrame:
+    """The k most likely responses of each context under a policy (C, N): context, rank, response
+    (letters, '.' the end token, '…' cut off at L), prob, correct, length."""
+    probs = seq_logp.exp()
+    top = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    rows = []
+    for c in range(probs.shape[0]):
+        for rank, (p, n) in enumerate(zip(top.values[c].tolist(), top.indices[c].tolist()), 1):
+            rows.append({"context": c, "rank": rank, "response": task.responses.text(n), "prob": p,
+                         "correct": bool(task.correct[c, n]), "length": int(task.responses.length[n])})
+    return pd.DataFrame(rows)

@@ -71,11 +71,21 @@ class SeqRunResult:
     theta: torch.Tensor            # (N,) flat policy weights (SeqPolicyNet layout)
     final: dict                    # METRICS of the final policy (exact)
     per_context: pd.DataFrame      # context, answer, METRICS per context
+    final_seq_logp: torch.Tensor   # (C, N) log pi(y | c) of every response under the final policy
     status: str = ""               # "" finished, "stopped", or "diverged"
 
     @property
     def completed_iterations(self) -> int:
         return len(self.history)
+
+    @property
+    def stopped(self) -> str:
+        """Why the run ended before config.iterations, as a sentence ("" if it did not)."""
+        n, total = self.completed_iterations, self.config.iterations
+        if self.status == "diverged":
+            return (f"Stopped after {n} of {total} iterations: the policy became non-finite. "
+                    "Lower the learning rate.")
+        return f"Stopped after {n} of {total} iterations." if self.status == "stopped" else ""
 
 
 def overlong_penalty(length: torch.Tensor, max_length: int, buffer: int, factor: float) -> torch.Tensor:
@@ -391,7 +401,7 @@ class SeqTrainer:
             status = ("diverged" if n < min(cfg.iterations, done) else
                       "stopped" if n < cfg.iterations else "")
             out.append(SeqRunResult(cfg, pd.DataFrame(hist), self.good_theta[e].clone(), final,
-                                    per_context, status))
+                                    per_context, final_seq[e].detach().clone(), status))
         return out
 
 
