@@ -26,6 +26,12 @@ Aggregation, exactly as the trainers do it (TRL loss_type, verl agg_loss loss_ag
     seq-mean-token-sum       1/B sum l m  (verl)
     seq-mean-token-sum-norm  sum l m / L  (verl: no division by B; Dr. GRPO up to the constant B)
 With one minibatch, bnpo and dapo coincide.
+
+Sources: TRL trl/trainer/grpo_trainer.py, GRPOTrainer._compute_loss (the loss_type branches,
+importance_sampling_level, cispo, luspo); verl verl/trainer/ppo/core_algos.py, agg_loss and
+compute_policy_loss (clip_ratio_c); /work/shared/reference/rl-variants.md. Checked term by term
+against per-response references in tests/test_sequence_losses.py and, through the network, in
+tests/test_sequence_trainer_grad.py.
 """
 from __future__ import annotations
 
