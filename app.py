@@ -1,9 +1,9 @@
 """The GRPO explorer: landing page. Run with `streamlit run app.py`."""
 import streamlit as st
 
-import ui
+from ui import controls, navigation
 
-ui.page("Home")
+navigation.page(controls.PageSettings("Home"))
 st.title("The GRPO explorer")
 st.markdown(
     "Train **Group Relative Policy Optimization** yourself on a toy language-model task small "
@@ -65,27 +65,8 @@ st.markdown(
     "- **Exact per-context evaluation** of the final policy, instead of averaging 200 samples.")
 
 st.header("The pages")
-pages = [
-    ("pages/0_Guided_tour.py", "Guided tour", "new to GRPO? Six short experiments; predict each "
-     "result before you reveal it."),
-    ("pages/1_Setup.py", "Setup", "the task, the SFT policy and the reward model; where the "
-     "reward model disagrees with the truth."),
-    ("pages/2_GRPO.py", "GRPO", "train GRPO on the learned reward model over many seeds, with "
-     "every diagnostic."),
-    ("pages/3_RLVR.py", "RLVR", "GRPO with a verifiable 0/1 reward: no reward model at all."),
-    ("pages/4_Group_size_sweep.py", "Group size sweep", "how G trades noise for compute; "
-     "compare per iteration or per sample generated."),
-    ("pages/5_Compare.py", "Compare", "SFT, GRPO and RLVR side by side, context by context."),
-    ("pages/6_Reward_hacking.py", "Reward hacking", "true against reward-model reward as the policy "
-     "moves away from SFT, next to exact best-of-n and the KL-regularized optimum."),
-    ("pages/7_Zero_signal_groups.py", "Zero-signal groups", "how often a group of 0/1 rewards teaches "
-     "nothing, exactly, and what DAPO's dynamic sampling does about it."),
-    ("pages/8_Pass_at_k.py", "pass@k", "does RLVR sharpen pass@1 at the cost of pass@k?"),
-    ("pages/9_Gradient_noise.py", "Gradient noise", "how well one batch's gradient points along the "
-     "exact policy gradient, for every advantage estimator and G."),
-]
-for path, label, text in pages:
-    st.page_link(path, label=f"**{label}**: {text}")
+for p in navigation.PAGES[1:]:
+    st.page_link(p.path, label=f"**{p.label}**: {p.blurb}", icon=p.icon)
 st.caption("Settings live in the URL and are kept while you move between pages, so a link "
            "reproduces what you see. The later pages start from the SFT model and reward model "
            "chosen on Setup.")

@@ -1,7 +1,9 @@
 """Timing figures for `python -m grpo_core bench`: printed, never asserted (machines are noisy).
 
 Ours: the notebook workload (median of rounds), a 64-run group-size sweep as one batch, one cold
-default GRPO run, the full landscape (every method x 8 seeds, cold), and the process's peak RSS. Reference, when the seed notebook script is found:
+default GRPO run, the full landscape (every method x 8 seeds, cold), one cold default sequence
+run and the sequence engine's speed against a notebook-style per-sample loop
+(grpo_core.sequence.bench), and the process's peak RSS. Reference, when the seed notebook script is found:
 it runs as a subprocess with `python -u` and each stdout line is timestamped as it arrives, which
 gives its total compute time and the time of its group-size sweep alone.
 """
@@ -97,9 +99,10 @@ def run(rounds: int = 3, reference: Path | None = None,
         log: Callable[[str], None] | None = None) -> dict:
     """Measure everything; `log` receives human-readable lines as figures come in.
 
-    The last six lines logged are `name: value` for notebook_seconds, sweep64_seconds,
+    The last eight lines logged are `name: value` for notebook_seconds, sweep64_seconds,
     grpo_default_seconds, landscape_seconds, landscape_ratio (landscape_seconds over
-    grpo_default_seconds of the same run; target under 3) and peak_rss_mb, in that order.
+    grpo_default_seconds of the same run; target under 3), seq_default_seconds, seq_naive_ratio
+    and peak_rss_mb, in that order.
     """
     say = log or (lambda line: None)
     rounds_s = notebook_seconds(rounds)
@@ -118,6 +121,14 @@ def run(rounds: int = 3, reference: Path | None = None,
     say(f"full landscape, cold (upstream + every method x 8 seeds at defaults): "
         f"{figures['landscape_seconds']:.3f}s = {figures['landscape_ratio']:.2f} x the default "
         f"GRPO run (target under 3)")
+    from .sequence import bench as seq_bench
+    figures["seq_default_seconds"] = seq_bench.seq_default_seconds()
+    say(f"default sequence run, cold (task + SFT + 200 iterations, exact metrics each): "
+        f"{figures['seq_default_seconds']:.3f}s")
+    seq = seq_bench.seq_naive_ratio()
+    figures["seq_naive_ratio"] = seq["seq_naive_ratio"]
+    say(f"sequence engine {seq['seq_engine_seconds']:.3f}s vs notebook-style per-sample loop "
+        f"{seq['seq_naive_seconds']:.1f}s (scaled from {seq_bench.NAIVE_ITERATIONS} iterations)")
     figures["peak_rss_mb"] = peak_rss_mb()
 
     result = {**figures, "notebook_rounds": rounds_s, "reference": None}
@@ -143,6 +154,8 @@ def run(rounds: int = 3, reference: Path | None = None,
     say(f"grpo_default_seconds: {figures['grpo_default_seconds']:.3f}")
     say(f"landscape_seconds: {figures['landscape_seconds']:.3f}")
     say(f"landscape_ratio: {figures['landscape_ratio']:.2f}")
+    say(f"seq_default_seconds: {figures['seq_default_seconds']:.3f}")
+    say(f"seq_naive_ratio: {figures['seq_naive_ratio']:.1f}")
     say(f"peak_rss_mb: {figures['peak_rss_mb']:.1f}")
     return result
 

@@ -136,6 +136,8 @@ def build_parser() -> Parser:
     p.add_argument("--rounds", default="3", metavar="N",
                    help=f"Rounds of the notebook workload (median). Range 1 to {MAX_ROUNDS}; default 3.")
     p.add_argument("--json", action="store_true", help="Print one JSON object instead of lines.")
+    from .sequence.cli import add_parser as add_seq_parser
+    add_seq_parser(sub)
     return parser
 
 
@@ -504,6 +506,14 @@ COMMAND_FUNCS = {"sft": cmd_sft, "rm": cmd_rm, "grpo": cmd_grpo, "rlvr": cmd_rlv
                  "sweep": cmd_sweep, "compare": cmd_compare, "landscape": cmd_landscape,
                  "notebook": cmd_notebook,
                  "bench": cmd_bench}
+
+
+def cmd_seq(args) -> tuple[dict, str]:
+    from .sequence.cli import run
+    return run(args)
+
+
+COMMAND_FUNCS["seq"] = cmd_seq
 
 
 def main(argv=None) -> int:

@@ -2,17 +2,17 @@
 import numpy as np
 import streamlit as st
 
-import ui
 from grpo_core import GRPOConfig, RLVRConfig, compare_table, seed_configs
+from ui import charts, controls, navigation, store, views
 
 TOUR_ITERATIONS, TOUR_SEEDS = 200, 4
 
-ui.page("Guided tour")
+navigation.page(controls.PageSettings("Guided tour"))
 st.title("Guided tour")
 st.markdown("Six short steps from the toy task to what a wrong reward model costs. In each, "
             "**predict first**, then press Reveal: a small experiment runs (about a second) and "
             "says whether your prediction held. The pages in the sidebar go deeper.")
-up = ui.stored_upstream()
+up = store.stored_upstream()
 problem, correct = up.problem, up.problem.correct_token.numpy()
 rm_top = up.rm.scores.argmax(-1).numpy()
 wrong = [int(c) for c in np.flatnonzero(rm_top != correct)]
@@ -23,7 +23,7 @@ def tour_runs():
     grpo = GRPOConfig(iterations=TOUR_ITERATIONS)
     configs = (seed_configs(grpo, TOUR_SEEDS) + seed_configs(grpo.replace(group_size=2), TOUR_SEEDS)
                + seed_configs(RLVRConfig(iterations=TOUR_ITERATIONS), TOUR_SEEDS))
-    results = ui.train(up, configs)
+    results = store.train(up, configs)
     return {"G=8": results[:TOUR_SEEDS], "G=2": results[TOUR_SEEDS:2 * TOUR_SEEDS],
             "rlvr": results[2 * TOUR_SEEDS:]}
 
@@ -57,9 +57,9 @@ def step(n: int, title: str, text: str, question: str, options: list[str], revea
 
 def reveal_task():
     sft_probs = up.sft.logp.exp().numpy()
-    ui.show(ui.context_bars({"SFT policy": sft_probs, "true preference": problem.true_reward.numpy()},
+    charts.show(charts.context_bars({"SFT policy": sft_probs, "true preference": problem.true_reward.numpy()},
                             correct, "SFT policy against the true preferences",
-                            "★ marks each context's correct token", colors=[ui.SFT_COLOR, ui.TRUE_COLOR]))
+                            "★ marks each context's correct token", colors=[charts.SFT_COLOR, charts.TRUE_COLOR]))
     sft_p = float(sft_probs[np.arange(len(correct)), correct].mean())
     true_p = float(problem.best_reward.mean())
     st.markdown(f"SFT gives the correct token probability **{sft_p:.2f}** on average; the true "
@@ -75,13 +75,13 @@ step(1, "The toy task and SFT",
      "After SFT, how often does the policy pick each context's correct token?",
      ["about as often as the true preferences do", "almost always", "no more often than any other token"],
      reveal_task,
-     lambda: ui.show(ui.heatmap(problem.true_reward.numpy(), "The hidden true preferences", "true reward",
+     lambda: charts.show(charts.heatmap(problem.true_reward.numpy(), "The hidden true preferences", "true reward",
                                 outline=correct, subtitle="outlined: each context's correct token")))
 
 
 def reveal_rm():
-    table = ui.token_table(up)
-    st.dataframe(table, hide_index=True, column_config=ui.number_formats(table))
+    table = views.token_table(up)
+    st.dataframe(table, hide_index=True, column_config=views.number_formats(table))
     st.markdown(f"The reward model orders {up.rm.pairwise_accuracy:.0%} of token pairs as the truth does."
                 + (f" In context {', '.join(map(str, wrong))} its favourite is not the correct token."
                    if wrong else " Its favourite is the correct token everywhere."))
@@ -99,9 +99,9 @@ step(2, "The reward model, and where it is wrong",
 def reveal_grpo():
     runs = tour_runs()
     hists = {f"GRPO, G=8 ({TOUR_SEEDS} seeds)": [r.history for r in runs["G=8"]]}
-    ui.show(ui.band_chart(hists, "true_reward", "Expected true reward, exact", y_title="true reward",
-                          rules=ui.reward_rules(up)))
-    gain = final(runs["G=8"], "true_reward") - ui.reference(up)["true_reward"]
+    charts.show(charts.band_chart(hists, "true_reward", "Expected true reward, exact", y_title="true reward",
+                          rules=views.reward_rules(up)))
+    gain = final(runs["G=8"], "true_reward") - views.reference(up)["true_reward"]
     st.markdown(f"After {TOUR_ITERATIONS} iterations the true reward moved by **{gain:+.3f}** from SFT.")
     return 0 if gain > 0.005 else 2 if gain < -0.005 else 1
 
@@ -118,9 +118,9 @@ step(3, "GRPO: the group is the baseline",
 def reveal_g2():
     runs = tour_runs()
     hists = {f"G={g[2:]}": [r.history for r in runs[g]] for g in ("G=2", "G=8")}
-    ui.show_grid([ui.band_chart(hists, "true_reward", "Expected true reward", y_title="true reward",
-                                rules=ui.reward_rules(up)),
-                  ui.band_chart(hists, "zero_std_frac", "Groups with zero reward spread", y_title="fraction")])
+    charts.show_grid([charts.band_chart(hists, "true_reward", "Expected true reward", y_title="true reward",
+                                rules=views.reward_rules(up)),
+                  charts.band_chart(hists, "zero_std_frac", "Groups with zero reward spread", y_title="fraction")])
     g2, g8 = final(runs["G=2"], "true_reward"), final(runs["G=8"], "true_reward")
     st.markdown(f"Final true reward: G = 2 **{g2:.3f}**, G = 8 **{g8:.3f}**. With two answers the "
                 "baseline is the other answer: the advantage is just ±1 (or 0 when both are the "
@@ -139,9 +139,9 @@ def reveal_rlvr():
     runs = tour_runs()
     hists = {"GRPO (reward model)": [r.history for r in runs["G=8"]],
              "RLVR (verifier)": [r.history for r in runs["rlvr"]]}
-    ui.show(ui.band_chart(hists, "correct_prob", "Probability of the correct token, exact",
-                          y_title="P(correct token)", colors=[ui.GRPO_COLOR, ui.RLVR_COLOR],
-                          rules={"SFT start": ui.reference(up)["correct_prob"]}))
+    charts.show(charts.band_chart(hists, "correct_prob", "Probability of the correct token, exact",
+                          y_title="P(correct token)", colors=[charts.GRPO_COLOR, charts.RLVR_COLOR],
+                          rules={"SFT start": views.reference(up)["correct_prob"]}))
     grpo, rlvr = final(runs["G=8"], "correct_prob"), final(runs["rlvr"], "correct_prob")
     st.markdown(f"Final P(correct): GRPO **{grpo:.3f}**, RLVR **{rlvr:.3f}**.")
     return 0 if rlvr > grpo else 1
@@ -158,11 +158,11 @@ step(5, "RLVR: a verifier instead of a reward model",
 def reveal_cost():
     runs = tour_runs()
     table = compare_table(up, {"grpo": runs["G=8"], "rlvr": runs["rlvr"]})
-    ui.show(ui.compare_chart(table, {"grpo": "GRPO", "rlvr": "RLVR"}))
+    charts.show(charts.compare_chart(table, {"grpo": "GRPO", "rlvr": "RLVR"}))
     ctx = table.iloc[:-1]
     where = wrong or [int(c) for c in ctx.context]
     lost = [c for c in where if ctx.grpo.iloc[c] < ctx.sft.iloc[c]]
-    st.markdown(ui.compare_notice(table, up))
+    st.markdown(views.compare_notice(table, up))
     return 0 if lost else 1
 
 

@@ -1,65 +1,66 @@
 """Setup: the toy task, the SFT policy and the reward model that GRPO starts from."""
 import streamlit as st
 
-import ui
 from grpo_core import ProblemConfig, RewardModelConfig, SFTConfig
+from ui import charts, controls, navigation, store, views
 
-ui.page("Setup")
+SETTINGS = controls.PageSettings("Setup", controls.upstream_settings())
+navigation.page(SETTINGS)
 st.title("Setup: task, SFT policy, reward model")
 st.markdown("Everything GRPO starts from. The settings here are used by every later page.")
 
 with st.sidebar:
     st.header("Task")
-    problem_cfg = ui.make_config(ProblemConfig, **ui.config_controls(ProblemConfig, "problem"))
+    problem_cfg = SETTINGS.config(ProblemConfig, "problem")
     with st.expander("SFT", expanded=True):
-        sft_cfg = ui.make_config(SFTConfig, **ui.config_controls(SFTConfig, "sft"))
+        sft_cfg = SETTINGS.config(SFTConfig, "sft")
     with st.expander("Reward model", expanded=True):
-        rm_cfg = ui.make_config(RewardModelConfig, **ui.config_controls(RewardModelConfig, "rm"))
-    ui.reset_button([(cls, prefix, None) for cls, prefix, _ in ui.UPSTREAM])
+        rm_cfg = SETTINGS.config(RewardModelConfig, "rm")
+    SETTINGS.reset_button()
 
-up = ui.upstream(problem_cfg, sft_cfg, rm_cfg)
+up = store.upstream(problem_cfg, sft_cfg, rm_cfg)
 problem, sft, rm = up.problem, up.sft, up.rm
 correct = problem.correct_token.numpy()
 
 st.header("1. The task")
-ui.show(ui.heatmap(problem.true_reward.numpy(), "True preferences (the true reward of each token)",
+charts.show(charts.heatmap(problem.true_reward.numpy(), "True preferences (the true reward of each token)",
                    "true reward", outline=correct, subtitle="outlined: each context's correct (best) token"))
 
 st.header("2. Supervised fine-tuning")
 st.markdown("The policy imitates tokens sampled from the true preferences. It becomes GRPO's "
             "starting point and its frozen reference.")
-ui.show_grid([
-    ui.lines_chart(sft.history, "epoch", {"loss": "cross-entropy"}, "SFT loss per epoch", "loss"),
-    ui.lines_chart(sft.history, "epoch", {"true_reward": "SFT policy"}, "Exact expected true reward",
+charts.show_grid([
+    charts.lines_chart(sft.history, "epoch", {"loss": "cross-entropy"}, "SFT loss per epoch", "loss"),
+    charts.lines_chart(sft.history, "epoch", {"true_reward": "SFT policy"}, "Exact expected true reward",
                    "true reward", rules={"best achievable": float(problem.best_reward.mean())}),
-    ui.lines_chart(sft.history, "epoch", {"kl_true": "KL(true ‖ SFT)"}, "KL(true preferences ‖ SFT), exact",
+    charts.lines_chart(sft.history, "epoch", {"kl_true": "KL(true ‖ SFT)"}, "KL(true preferences ‖ SFT), exact",
                    "KL (nats)"),
 ], columns=3)
-ui.show(ui.context_bars({"SFT policy": sft.logp.exp().numpy(), "true preference": problem.true_reward.numpy()},
+charts.show(charts.context_bars({"SFT policy": sft.logp.exp().numpy(), "true preference": problem.true_reward.numpy()},
                         correct, "SFT policy against the true preferences",
-                        "★ marks each context's correct token", colors=[ui.SFT_COLOR, ui.TRUE_COLOR]))
+                        "★ marks each context's correct token", colors=[charts.SFT_COLOR, charts.TRUE_COLOR]))
 
 st.header("3. The reward model")
 st.markdown("A Bradley–Terry model learns a score per (context, token) from simulated pairwise "
             "comparisons. GRPO only ever sees these scores, never the truth.")
-ui.show_grid([
-    ui.lines_chart(rm.history, "step", {"loss": "Bradley–Terry loss"}, "Reward-model loss", "loss"),
-    ui.lines_chart(rm.history, "step", {"pairwise_accuracy": "reward model"}, "Pairwise accuracy",
+charts.show_grid([
+    charts.lines_chart(rm.history, "step", {"loss": "Bradley–Terry loss"}, "Reward-model loss", "loss"),
+    charts.lines_chart(rm.history, "step", {"pairwise_accuracy": "reward model"}, "Pairwise accuracy",
                    "accuracy", rules={"chance": 0.5}),
 ])
 left, right = st.columns(2)
 with left:
-    ui.show(ui.heatmap(problem.true_reward.numpy(), "True reward", "true reward", outline=correct,
+    charts.show(charts.heatmap(problem.true_reward.numpy(), "True reward", "true reward", outline=correct,
                        subtitle="outlined: correct token"))
 with right:
-    ui.show(ui.heatmap(rm.scores.numpy(), "Learned reward-model score", "score", scheme="purples",
+    charts.show(charts.heatmap(rm.scores.numpy(), "Learned reward-model score", "score", scheme="purples",
                        outline=rm.scores.argmax(-1).numpy(), subtitle="outlined: the reward model's top token"))
 st.caption(f"The reward model ranks {rm.pairwise_accuracy:.0%} of same-context token pairs as the "
            "truth does. Scores are only meaningful within a context (shifting a row changes nothing).")
 
 st.subheader("Correct tokens, and whether the reward model agrees")
-table = ui.token_table(up)
-st.dataframe(table, hide_index=True, column_config=ui.number_formats(table))
+table = views.token_table(up)
+st.dataframe(table, hide_index=True, column_config=views.number_formats(table))
 wrong = table[table["reward model's top token"] != table["correct token"]]
 if len(wrong):
     st.warning("In context " + ", ".join(

@@ -1,13 +1,16 @@
 """Reward hacking: GRPO's proxy and true reward against the distance it travels from SFT."""
 import streamlit as st
 
-import ui
 from grpo_core import GRPOConfig, seed_configs
-from ui import lab
+from ui import charts, controls, lab, navigation, store, views
 
-KL_COEFS, DEFAULT_COEFS = [0.0, 0.001, 0.01, 0.05, 0.2, 1.0, 5.0], [0.0, 0.01, 0.05, 0.2, 1.0]
-
-ui.page("Reward hacking")
+SETTINGS = controls.PageSettings("Reward hacking", (
+    controls.multiselect("hack_kl_coefs", "KL coefficients β", (0.0, 0.001, 0.01, 0.05, 0.2, 1.0, 5.0),
+                         (0.0, 0.01, 0.05, 0.2, 1.0), text=controls.g,
+                         help="One GRPO run per coefficient and seed, all trained as one batch."),
+    *controls.config_settings(GRPOConfig, "hack", skip=["kl_coef"]),
+    controls.seeds("hack", 4, controls.LAB_SEEDS_HELP)))
+navigation.page(SETTINGS)
 st.title("Reward hacking")
 st.markdown("GRPO maximizes the reward model's score (the *proxy*), never the true reward (the *gold* "
             "reward). Plotting both against how far the policy moves from SFT, measured as "
@@ -16,26 +19,24 @@ st.markdown("GRPO maximizes the reward model's score (the *proxy*), never the tr
 
 with st.sidebar:
     st.header("Reward hacking settings")
-    kl_coefs = st.multiselect(
-        "KL coefficients β", KL_COEFS, default=DEFAULT_COEFS, key="hack_kl_coefs", bind="query-params",
-        persist_state="session", format_func=lambda b: f"{b:g}",
-        help="One GRPO run per coefficient and seed, all trained as one batch.")
-    cfg = ui.make_config(GRPOConfig, kl_coef=0.0, **ui.config_controls(GRPOConfig, "hack", skip=["kl_coef"]))
-    n_seeds = lab.seeds_control("hack")
-    ui.reset_button([(GRPOConfig, "hack", None)], {"hack_kl_coefs": DEFAULT_COEFS, "hack_seeds": 4})
+    kl_coefs = SETTINGS.draw("hack_kl_coefs")
+    cfg = SETTINGS.config(GRPOConfig, "hack", kl_coef=0.0)
+    n_seeds = SETTINGS.draw("hack_seeds")
+    SETTINGS.reset_button()
 if not kl_coefs:
     st.info("Choose at least one KL coefficient in the sidebar.")
     st.stop()
 kl_coefs = sorted(kl_coefs)
 
-up = ui.stored_upstream()
-results = ui.train(up, [c for b in kl_coefs for c in seed_configs(cfg.replace(kl_coef=b), n_seeds)])
-ui.show_stopped(results)
+up = store.stored_upstream()
+results = store.train(up, controls.combine(
+    lambda: [c for b in kl_coefs for c in seed_configs(cfg.replace(kl_coef=b), n_seeds)]))
+views.show_stopped(results)
 by_coef = {b: [r for r in results if r.config.kl_coef == b] for b in kl_coefs}
 
 bon, frontier = lab.hacking_curves(up)
 traj = lab.trajectories(by_coef, up)
-ui.show_grid([
+charts.show_grid([
     lab.hacking_chart(traj, bon, frontier, "true_reward", "Gold: expected true reward, exact",
                       "true reward", rules={"best achievable": float(up.problem.best_reward.mean())}),
     lab.hacking_chart(traj, bon, frontier, "rm_reward", "Proxy: expected reward-model score, exact",
@@ -51,7 +52,7 @@ st.markdown(
 
 table = lab.effective_beta_table(by_coef, up, frontier)
 st.subheader("Which β GRPO really optimizes")
-st.dataframe(table, hide_index=True, column_config=ui.number_formats(table))
+st.dataframe(table, hide_index=True, column_config=views.number_formats(table))
 sigma = lab.reward_std(up)
 st.markdown(
     f"GRPO divides each group's rewards by their standard deviation, so β weighs the KL against "

@@ -1,11 +1,16 @@
 """Zero-signal groups: how often a group of 0/1 rewards teaches nothing, and DAPO dynamic sampling."""
 import streamlit as st
 
-import ui
 from grpo_core import RLVRConfig, seed_configs
-from ui import lab
+from ui import charts, controls, lab, navigation, store, views
 
-ui.page("Zero signal groups")
+SETTINGS = controls.PageSettings("Zero signal groups", (
+    *controls.config_settings(RLVRConfig, "zero", skip=["dynamic_sampling"]),
+    controls.slider("zero_redraws", "dynamic sampling: max redraws", 1, 16, 4,
+                    help="The comparison run redraws a group whose rewards are all equal up to this many "
+                         "times (DAPO dynamic sampling); the redraws count as samples."),
+    controls.seeds("zero", 4, controls.LAB_SEEDS_HELP)))
+navigation.page(SETTINGS)
 st.title("Zero-signal groups")
 st.markdown("With a 0/1 verifiable reward, a group in which every answer is right, or every answer "
             "wrong, has no spread: all its advantages are 0 and it teaches nothing. If the policy "
@@ -15,23 +20,20 @@ st.latex(r"P(\text{no signal}) \;=\; p^G + (1-p)^G")
 
 with st.sidebar:
     st.header("RLVR settings")
-    cfg = ui.make_config(RLVRConfig, **ui.config_controls(RLVRConfig, "zero", skip=["dynamic_sampling"]))
-    redraws = st.slider("dynamic sampling: max redraws", 1, 16, 4, key="zero_redraws",
-                        bind="query-params", persist_state="session",
-                        help="The comparison run redraws a group whose rewards are all equal up to "
-                             "this many times (DAPO dynamic sampling); the redraws count as samples.")
-    n_seeds = lab.seeds_control("zero")
-    ui.reset_button([(RLVRConfig, "zero", None)], {"zero_redraws": 4, "zero_seeds": 4})
+    cfg = SETTINGS.config(RLVRConfig, "zero")
+    redraws = SETTINGS.draw("zero_redraws")
+    n_seeds = SETTINGS.draw("zero_seeds")
+    SETTINGS.reset_button()
 
-up = ui.stored_upstream()
-dynamic = cfg.replace(dynamic_sampling=redraws)
-results = ui.train(up, seed_configs(cfg, n_seeds) + seed_configs(dynamic, n_seeds))
-ui.show_stopped(results)
+up = store.stored_upstream()
+dynamic = controls.combine(cfg.replace, dynamic_sampling=redraws)
+results = store.train(up, controls.combine(lambda: seed_configs(cfg, n_seeds) + seed_configs(dynamic, n_seeds)))
+views.show_stopped(results)
 plain, redrawn = results[:n_seeds], results[n_seeds:]
 
 st.header("Per context, before and after training")
 table = lab.zero_signal_long(up, plain)
-ui.show_grid([
+charts.show_grid([
     lab.per_context_g_chart(table, "SFT start", "P(no signal) of the SFT policy, exact", "P(no signal)",
                             "group size G", marked_g=cfg.group_size, subtitle="dashed: this run's G"),
     lab.per_context_g_chart(table, "after RLVR", "P(no signal) after RLVR, exact", "P(no signal)",
@@ -66,13 +68,13 @@ groups = {plain_label: [r.history.assign(value=r.history.zero_std_frac) for r in
           bound_label: [lab.with_bound(r.history, cfg.group_size).assign(value=lambda h: h.bound)
                         for r in plain]}
 accuracy = {"plain": [r.history for r in plain], f"dynamic sampling ({redraws} redraws)": [r.history for r in redrawn]}
-colors = [ui.RLVR_COLOR, ui.PALETTE[4], ui.FAINT_COLOR]
-ui.show_grid([
-    ui.band_chart(groups, "value", "Groups with no signal in each batch", y_title="fraction of groups",
+colors = [charts.RLVR_COLOR, charts.PALETTE[4], charts.FAINT_COLOR]
+charts.show_grid([
+    charts.band_chart(groups, "value", "Groups with no signal in each batch", y_title="fraction of groups",
                   window=10, colors=colors,
                   rules={"exact at the start, plain": start_plain}),
-    ui.band_chart(accuracy, "correct_prob", "Accuracy per sample generated, exact", y_title="P(correct token)",
-                  x="samples", colors=colors[:2], rules={"SFT start": ui.reference(up)["correct_prob"]}),
+    charts.band_chart(accuracy, "correct_prob", "Accuracy per sample generated, exact", y_title="P(correct token)",
+                  x="samples", colors=colors[:2], rules={"SFT start": views.reference(up)["correct_prob"]}),
 ])
 st.markdown(
     "The measured fractions start at the exact value and climbs as the policy becomes sure of "

@@ -1,13 +1,14 @@
 """pass@k: does RLVR sharpen pass@1 at the cost of pass@k?"""
 import streamlit as st
 
-import ui
 from grpo_core import RLVRConfig, seed_configs
-from ui import lab
+from ui import charts, controls, lab, navigation, store, views
 
 AGGRESSIVE = {"passk_lr": 0.05, "passk_kl_coef": 0.0, "passk_group_size": 2}
 
-ui.page("Pass at k")
+SETTINGS = controls.PageSettings("Pass at k", (*controls.config_settings(RLVRConfig, "passk"),
+                                               controls.seeds("passk", 8, controls.LAB_SEEDS_HELP)))
+navigation.page(SETTINGS)
 st.title("Pass at k: sharper, or better?")
 st.markdown("pass@k is the probability that at least one of k sampled answers is correct. If a "
             "policy answers a prompt correctly with probability p, then pass@k = 1 − (1 − p)^k. RL "
@@ -16,20 +17,20 @@ st.markdown("pass@k is the probability that at least one of k sampled answers is
 
 with st.sidebar:
     st.header("RLVR settings")
-    cfg = ui.make_config(RLVRConfig, **ui.config_controls(RLVRConfig, "passk"))
-    n_seeds = lab.seeds_control("passk", default=8)
+    cfg = SETTINGS.config(RLVRConfig, "passk")
+    n_seeds = SETTINGS.draw("passk_seeds")
     st.button("Try aggressive RLVR", on_click=lambda: st.session_state.update(AGGRESSIVE),
               help="Learning rate 0.05, no KL penalty, groups of 2: the policy commits before it has "
                    "seen every context's correct answer.")
-    ui.reset_button([(RLVRConfig, "passk", None)], {"passk_seeds": 8})
+    SETTINGS.reset_button()
 
-up = ui.stored_upstream()
-results = ui.train(up, seed_configs(cfg, n_seeds))
-ui.show_stopped(results)
+up = store.stored_upstream()
+results = store.train(up, controls.combine(seed_configs, cfg, n_seeds))
+views.show_stopped(results)
 
 table = lab.pass_at_k_long(up, results)
 overall = table[table.context == "overall"].groupby(["policy", "k"])["pass"].mean()
-entropy_sft = ui.reference(up)["entropy"]
+entropy_sft = views.reference(up)["entropy"]
 entropy_rl = sum(r.history.entropy.iloc[-1] for r in results) / len(results)
 cols = st.columns(3)
 for col, k in zip(cols, (1, 64)):
@@ -53,10 +54,10 @@ elif overall["SFT", 64] > 0.995 and overall["after RLVR", 64] > 0.995:
 else:
     st.info(f"pass@1 changed by {gain1:+.3f} and pass@64 by {-loss64:+.3f}.")
 
-ui.show_grid([lab.pass_overall_chart(table, n_seeds), lab.pass_context_chart(table)])
+charts.show_grid([lab.pass_overall_chart(table, n_seeds), lab.pass_context_chart(table)])
 st.subheader("Per context")
 summary = lab.pass_table(table, up)
-st.dataframe(summary, hide_index=True, column_config=ui.number_formats(summary, digits=4))
+st.dataframe(summary, hide_index=True, column_config=views.number_formats(summary, digits=4))
 st.caption("pass@k of a context after RLVR is the mean over seeds; the worst seed shows whether "
            "any run lost that context altogether.")
 lab.exact_note("pass@k is usually estimated from n samples per problem with an unbiased "

@@ -1,15 +1,23 @@
 """Gradient noise: how well one GRPO batch's gradient points along the exact policy gradient."""
 import streamlit as st
 
-import ui
-from grpo_core.config import ADVANTAGE_ESTIMATORS
-from ui import lab
+from ui import charts, controls, lab, navigation, store, views
+from ui.controls import ADVANTAGE_ESTIMATORS
 
-GROUP_SIZES = [2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
-DEFAULT_GS = [2, 4, 8, 16, 32, 64]
 REWARDS = {"reward_model": "reward model's score", "verifiable": "verifiable 0/1 reward"}
-
-ui.page("Gradient noise")
+SETTINGS = controls.PageSettings("Gradient noise", (
+    controls.radio("noise_reward", "reward", tuple(REWARDS), "reward_model", text=REWARDS.get,
+                   help="Score the groups with the learned reward model (GRPO) or the 0/1 verifier (RLVR)."),
+    controls.multiselect("noise_group_sizes", "group sizes G", (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+                         (2, 4, 8, 16, 32, 64), help="Responses sampled per prompt."),
+    controls.multiselect("noise_estimators", "advantage estimators", tuple(ADVANTAGE_ESTIMATORS),
+                         tuple(ADVANTAGE_ESTIMATORS), help="; ".join(
+                             f"{name}: {text.split(':')[0]}" for name, text in ADVANTAGE_ESTIMATORS.items()) + "."),
+    controls.slider("noise_prompts", "prompts per batch", 1, 64, 8,
+                    help="Prompts in each sampled batch, as in training."),
+    controls.select_slider("noise_draws", "batches drawn", (64, 128, 256, 512, 1024), 256,
+                           help="Independent batches per group size; every estimator sees the same batches.")))
+navigation.page(SETTINGS)
 st.title("Gradient noise against group size")
 st.markdown("Every GRPO step follows a gradient estimated from one batch of sampled groups. Here "
             "that stochastic gradient g (first epoch, no KL, from the SFT policy) is compared with "
@@ -18,32 +26,20 @@ st.markdown("Every GRPO step follows a gradient estimated from one batch of samp
 
 with st.sidebar:
     st.header("Gradient noise settings")
-    reward = st.radio("reward", list(REWARDS), format_func=REWARDS.get, key="noise_reward",
-                      bind="query-params", persist_state="session",
-                      help="Score the groups with the learned reward model (GRPO) or the 0/1 verifier (RLVR).")
-    group_sizes = st.multiselect("group sizes G", GROUP_SIZES, default=DEFAULT_GS, key="noise_group_sizes",
-                                 bind="query-params", persist_state="session",
-                                 help="Responses sampled per prompt.")
-    estimators = st.multiselect("advantage estimators", list(ADVANTAGE_ESTIMATORS),
-                                default=list(ADVANTAGE_ESTIMATORS), key="noise_estimators",
-                                bind="query-params", persist_state="session",
-                                help="grpo: group mean and std; dr_grpo: group mean only; batch_std: "
-                                     "group mean, batch std; rloo: leave-one-out mean; none: no baseline.")
-    prompts = st.slider("prompts per batch", 1, 64, 8, key="noise_prompts", bind="query-params",
-                        persist_state="session", help="Prompts in each sampled batch, as in training.")
-    draws = st.select_slider("batches drawn", [64, 128, 256, 512, 1024], value=256, key="noise_draws",
-                             bind="query-params", persist_state="session",
-                             help="Independent batches per group size; every estimator sees the same batches.")
-    ui.reset_button([], {"noise_reward": "reward_model", "noise_group_sizes": DEFAULT_GS,
-                         "noise_estimators": list(ADVANTAGE_ESTIMATORS), "noise_prompts": 8, "noise_draws": 256})
+    reward = SETTINGS.draw("noise_reward")
+    group_sizes = SETTINGS.draw("noise_group_sizes")
+    estimators = SETTINGS.draw("noise_estimators")
+    prompts = SETTINGS.draw("noise_prompts")
+    draws = SETTINGS.draw("noise_draws")
+    SETTINGS.reset_button()
 if not group_sizes or not estimators:
     st.info("Choose at least one group size and one estimator in the sidebar.")
     st.stop()
 estimators = [e for e in ADVANTAGE_ESTIMATORS if e in estimators]
 
-up = ui.stored_upstream()
+up = store.stored_upstream()
 noise = lab.gradient_noise(up, reward, sorted(group_sizes), estimators, draws, prompts)
-ui.show_grid([
+charts.show_grid([
     lab.noise_chart(noise, estimators, "cosine", "cos(g, ∇J): one batch against the exact gradient",
                     "cosine", subtitle=f"point: mean over {draws} batches · bar: ± one standard deviation",
                     error="cosine_std"),
@@ -67,7 +63,7 @@ st.caption(f"With the {REWARDS[reward]}, the best direction at G = {g_lo} comes 
 wide = noise.pivot(index="group_size", columns="estimator", values="cosine")[estimators].reset_index()
 zero = noise[noise.estimator == estimators[0]].set_index("group_size")["zero_grad_frac"]
 wide["batches with g = 0"] = zero.loc[wide.group_size].to_numpy()
-st.dataframe(wide.rename(columns={"group_size": "G"}), hide_index=True, column_config=ui.number_formats(wide))
+st.dataframe(wide.rename(columns={"group_size": "G"}), hide_index=True, column_config=views.number_formats(wide))
 st.caption("Mean cosine per group size (rows) and estimator (columns); the last column is the "
            f"fraction of batches without any signal for {estimators[0]}.")
 lab.exact_note("The exact policy gradient ∇J is a sum over every token here, so the noise of "

@@ -160,6 +160,11 @@ def drawn_charts(page) -> int:
     return page.evaluate(_DRAWN_CHARTS_JS)
 
 
+def wait_for_drawn_charts(page, n: int, timeout: float = 60.0) -> None:
+    """Wait (polling in the browser, no fixed sleep) until at least n charts are painted."""
+    page.wait_for_function(f"() => ({_DRAWN_CHARTS_JS})() >= {n}", timeout=timeout * 1000)
+
+
 def open_page(browser, base_url: str, app_page: AppPage, errors: list | None = None,
               timeout: float = 120.0):
     """Open a new context and go straight to the page's URL; return (context, page, seconds to idle).

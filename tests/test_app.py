@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
+pytestmark = pytest.mark.slow     # every test here runs pages
 
 
 def run(page: str, query: dict | None = None, state: dict | None = None) -> AppTest:
@@ -39,13 +40,16 @@ def test_landing():
     assert len(at.get("latex")) == 2                     # the advantage and the clipped objective
     text = " ".join(m.value for m in at.markdown)
     assert "DeepSeekMath" in text and "Shao et al., 2024" in text
-    assert len(at.get("page_link")) == len(list(Path(__file__).parent.parent.glob("pages/*.py")))
+    n_pages = len(list(Path(__file__).parent.parent.glob("pages/*.py")))
+    assert len(at.main.get("page_link")) == n_pages                 # "The pages", one line each
+    sidebar = [link.proto.label for link in at.sidebar.get("page_link")]
+    assert sidebar[0] == "Home" and len(sidebar) == 1 + n_pages     # the navigation: Home, then every page
 
 
 def test_setup_defaults_and_rm_change_does_not_retrain_sft(monkeypatch):
-    import ui
+    from ui import store
     calls = {"sft": 0, "rm": 0}
-    train_sft, train_rm = ui.train_sft, ui.train_reward_model
+    train_sft, train_rm = store.train_sft, store.train_reward_model
 
     def counting_sft(*a, **k):
         calls["sft"] += 1
@@ -55,10 +59,10 @@ def test_setup_defaults_and_rm_change_does_not_retrain_sft(monkeypatch):
         calls["rm"] += 1
         return train_rm(*a, **k)
 
-    monkeypatch.setattr(ui, "train_sft", counting_sft)
-    monkeypatch.setattr(ui, "train_reward_model", counting_rm)
-    ui.sft.clear()
-    ui.reward_model.clear()
+    monkeypatch.setattr(store, "train_sft", counting_sft)
+    monkeypatch.setattr(store, "train_reward_model", counting_rm)
+    store.sft.clear()
+    store.reward_model.clear()
 
     at = run("pages/1_Setup.py")
     ok(at)

@@ -12,10 +12,12 @@ import re
 
 import pytest
 
-from browser_util import (CHROMIUM, MISSING_CHROMIUM, ROOT, app_pages, drawn_charts, free_port,
-                          full_page_screenshot, launch_chromium, open_page, start_app, stop_app)
+from playwright.sync_api import expect
 
-pytestmark = pytest.mark.browser
+from browser_util import (CHROMIUM, MISSING_CHROMIUM, ROOT, app_pages, free_port, full_page_screenshot,
+                          launch_chromium, open_page, start_app, stop_app, wait_for_drawn_charts)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 OUT = ROOT / "test-output"
 SCREENS = OUT / "screens"
@@ -121,11 +123,27 @@ def check_page(browser, base_url, app_page, capsys, screenshot, note="") -> None
             assert title != landing_heading(browser, base_url)
 
         if CHART_CALL.search(app_page.script.read_text()):
-            page.wait_for_timeout(500)
-            assert drawn_charts(page) >= 1, f"/{app_page.url_path} drew no chart"
+            wait_for_drawn_charts(page, 1)       # fails with a timeout if the page draws no chart
     finally:
         if context:
             context.close()
+
+
+def test_sidebar_lists_home_first_and_links_every_page(browser, base_url):
+    """The navigation is drawn by the app from one list: the landing page is "Home", not "app"."""
+    context, page, _ = open_page(browser, base_url, PAGES[1])
+    try:
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        links = sidebar.locator('[data-testid="stPageLink-NavLink"]')
+        expect(links).to_have_count(len(PAGES))
+        expect(links.first).to_contain_text("Home")
+        expect(sidebar.get_by_text("app", exact=True)).to_have_count(0)
+        expect(page.locator('[data-testid="stSidebarNav"]')).to_have_count(0)   # Streamlit's own list is off
+        links.first.click()
+        expect(page.locator('[data-testid="stMain"] h1').first).to_have_text("The GRPO explorer")
+        expect(page).to_have_url(re.compile(r":\d+/?$"))
+    finally:
+        context.close()
 
 
 _landing: dict[str, str] = {}

@@ -1,19 +1,20 @@
 """The explorer as people use it, in Debian's chromium: a shared link restores its settings, live
 training advances while playing and stops when paused, presentation mode hides the controls.
 
-Prints the time from clicking Play to the first live chart. Screenshots: test-output/screens/live_*.png.
+Every wait is Playwright's auto-waiting expect(...) or a polled condition, never a fixed sleep.
+Screenshots: test-output/screens/live_*.png.
 """
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
+from playwright.sync_api import expect
 
-from browser_util import drawn_charts, full_page_screenshot, wait_idle, VIEWPORT
+from browser_util import VIEWPORT, drawn_charts, full_page_screenshot, wait_for_drawn_charts, wait_idle
 from test_browser import SCREENS, base_url, browser  # noqa: F401  (shared server and browser fixtures)
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def open_url(browser, url: str):
@@ -44,7 +45,7 @@ def slider_value(container, label: str) -> str:
     return slider.locator('[data-testid="stSliderThumbValue"]').first.inner_text().strip()
 
 
-def test_shared_link_restores_its_settings(browser, base_url, capsys):
+def test_shared_link_restores_its_settings(browser, base_url):
     url = f"{base_url}/GRPO?grpo_group_size=4&grpo_iterations=60&grpo_seeds=3&grpo_kl_coef=0.2"
     context, page, errors = open_url(browser, url)
     try:
@@ -61,32 +62,35 @@ def test_shared_link_restores_its_settings(browser, base_url, capsys):
         context.close()
 
 
-def test_play_advances_and_pause_stops(browser, base_url, capsys):
+def live_status(page):
+    return page.locator('[data-testid="stMarkdownContainer"]', has_text="Live iteration").first
+
+
+def test_play_advances_and_pause_stops(browser, base_url):
     context, page, errors = open_url(browser, f"{base_url}/GRPO")     # the default GRPO run
     try:
         page.get_by_text("Watch it train").first.click()
+        status = live_status(page)
+        expect(status).to_contain_text("Live iteration 0 of", timeout=60_000)
         wait_idle(page)
-        assert live_iteration(page) == 0
         charts_before = drawn_charts(page)
-        start = time.monotonic()
         page.get_by_role("button", name=re.compile(r"\bPlay$")).click()
+        expect(status).to_contain_text("playing", timeout=60_000)
         # The live section adds four curves (true reward, RM reward, KL, entropy) once it has trained.
-        while live_iteration(page) == 0 or drawn_charts(page) < charts_before + 4:
-            assert time.monotonic() - start < 60, "Play did not draw the live charts within 60 s"
-            page.wait_for_timeout(50)
-        with capsys.disabled():
-            print(f"\n[browser] click Play -> first live chart: {time.monotonic() - start:.2f} s")
+        wait_for_drawn_charts(page, charts_before + 4)
         first = live_iteration(page)
-        page.wait_for_timeout(1500)
-        second = live_iteration(page)
-        assert second > first, (first, second)
+        expect(status).not_to_contain_text(f"Live iteration {first} of", timeout=60_000)   # still going
+        assert live_iteration(page) > first
         page.screenshot(path=str(SCREENS / "live_playing.png"))
         page.get_by_role("button", name=re.compile(r"\bPause$")).click()
-        page.wait_for_timeout(1200)
+        expect(status).to_contain_text("paused", timeout=60_000)
+        wait_idle(page)                                   # no timer runs the panel again ...
         paused = live_iteration(page)
-        page.wait_for_timeout(1500)
-        assert live_iteration(page) == paused
         assert paused < 500
+        expect(status).to_contain_text(f"Live iteration {paused} of")
+        page.get_by_role("button", name="Step", exact=True).click()  # ... and Step trains exactly one step
+        expect(status).to_contain_text(f"Live iteration {paused + 10} of", timeout=60_000)
+        expect(status).to_contain_text("paused")
         no_exception(page, errors)
     finally:
         context.close()
@@ -96,12 +100,14 @@ def test_presentation_mode_hides_the_controls(browser, base_url):
     context, page, errors = open_url(browser, f"{base_url}/GRPO?present=1&grpo_iterations=60&grpo_seeds=2")
     try:
         no_exception(page, errors)
-        assert not page.locator('[data-testid="stSidebar"]').is_visible()
-        assert page.get_by_role("button", name="✕ Exit presentation mode").is_visible()
-        assert drawn_charts(page) >= 1
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        leave = page.get_by_role("button", name="✕ Exit presentation mode")
+        expect(sidebar).to_be_hidden(timeout=60_000)
+        expect(leave).to_be_visible(timeout=60_000)
+        wait_for_drawn_charts(page, 1)
         page.screenshot(path=str(SCREENS / "live_present.png"))
-        page.get_by_role("button", name="✕ Exit presentation mode").click()
-        wait_idle(page)
-        assert page.locator('[data-testid="stSidebar"]').is_visible()
+        leave.click()
+        expect(leave).to_have_count(0, timeout=120_000)      # the page has run again without it
+        expect(sidebar).to_be_visible()
     finally:
         context.close()

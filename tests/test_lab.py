@@ -27,6 +27,7 @@ def ok(at: AppTest, n_charts: int) -> None:
     assert any("Only an exact toy shows this" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_reward_hacking_defaults_and_fewer_coefficients():
     at = run("6_Reward_hacking.py")
     ok(at, 2)
@@ -43,6 +44,7 @@ def test_reward_hacking_defaults_and_fewer_coefficients():
     assert table["final KL"].iloc[1] < table["final KL"].iloc[0]
 
 
+@pytest.mark.slow
 def test_zero_signal_defaults_and_group_size():
     at = run("7_Zero_signal_groups.py")
     ok(at, 4)
@@ -54,6 +56,7 @@ def test_zero_signal_defaults_and_group_size():
     assert float(at.metric[0].value) > silent            # smaller groups are silent more often
 
 
+@pytest.mark.slow
 def test_pass_at_k_defaults_and_the_aggressive_preset():
     at = run("8_Pass_at_k.py")
     ok(at, 2)
@@ -65,6 +68,7 @@ def test_pass_at_k_defaults_and_the_aggressive_preset():
     assert at.slider(key="passk_group_size").value == 2
 
 
+@pytest.mark.slow
 def test_gradient_noise_defaults_and_verifiable_reward():
     at = run("9_Gradient_noise.py")
     ok(at, 2)

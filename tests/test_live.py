@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from grpo_core import GRPOConfig, seed_configs
-from ui.live import LiveRun, history_csv, pin_labels
+from grpo_core import GRPOConfig, RLVRConfig, reference_metrics, run_many, seed_configs
+from ui.live import history_csv, pin_labels
+from ui.store import LiveRun
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -39,6 +40,7 @@ def grpo_page() -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_live_controls_step_and_reset(grpo_page):
     at = grpo_page
     at.toggle(key="grpo_watch").set_value(True).run()
@@ -59,6 +61,38 @@ def test_live_controls_step_and_reset(grpo_page):
     at.toggle(key="grpo_watch").set_value(False).run()
 
 
+@pytest.mark.slow
+def test_live_trainer_is_one_per_page_and_freed_on_reset_and_on_leaving():
+    """The session holds at most one trainer per page; Reset frees it, and so does leaving the page."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["grpo_iterations"] = 60
+    at.session_state["grpo_seeds"] = 2
+    at.run()
+    at.switch_page("pages/2_GRPO.py").run()
+    ok(at)
+
+    def held():
+        return at.session_state["held_runs"].get("GRPO", {}).get("run")
+
+    at.toggle(key="grpo_watch").set_value(True).run()
+    assert held() is None                                 # nothing is trained until Play or Step
+    at.button(key="grpo_step").click().run()
+    first = held()
+    assert first is not None and first.done == 10 and first.trainer is not None
+    at.button(key="grpo_step").click().run()
+    assert held() is first and first.done == 20          # the same one trainer, advanced
+    at.button(key="grpo_reset").click().run()
+    assert held() is None and live_iteration(at) == 0
+    at.button(key="grpo_play").click().run()              # Play makes (and holds) a new one ...
+    assert held() is not None and held() is not first
+    status = next(m.value for m in at.markdown if m.value.startswith("Live iteration"))
+    assert status.endswith("· playing"), status           # ... and keeps playing on the rerun
+    at.switch_page("pages/1_Setup.py").run()
+    ok(at)
+    assert "GRPO" not in at.session_state["held_runs"]    # left the page: its trainer is gone
+
+
+@pytest.mark.slow
 def test_pin_overlay_names_what_differs(grpo_page):
     at = grpo_page
     at.button(key="grpo_pin").click().run()
@@ -74,6 +108,7 @@ def test_pin_overlay_names_what_differs(grpo_page):
     at.slider(key="grpo_group_size").set_value(8).run()
 
 
+@pytest.mark.slow
 def test_downloads_exist(grpo_page):
     labels = [d.proto.label for d in grpo_page.get("download_button")]
     assert any("CSV" in label for label in labels) and any("JSON" in label for label in labels)
@@ -88,6 +123,7 @@ def test_history_csv_has_every_seed(upstream):
     assert len(lines) == 1 + 3 * 5 and {l.split(",")[0] for l in lines[1:]} == {"0", "1", "2"}
 
 
+@pytest.mark.slow
 def test_upload_bad_and_good_configuration():
     at = AppTest.from_string(UPLOAD_SCRIPT, default_timeout=TIMEOUT)
     at.session_state["upload_bytes"] = b'{"kind": "grpo", "run": {"group_size": 1000}}'
@@ -125,6 +161,7 @@ kind, text = st.session_state["grpo_upload_message"]
 """
 
 
+@pytest.mark.slow
 def test_restored_settings_drive_the_page():
     at = AppTest.from_file(str(ROOT / "pages/2_GRPO.py"), default_timeout=TIMEOUT)
     at.session_state["grpo_group_size"] = 4
@@ -137,6 +174,7 @@ def test_restored_settings_drive_the_page():
     assert "mean of 2" in at.metric[0].label                    # the result is of the restored runs
 
 
+@pytest.mark.slow
 def test_presentation_mode_renders_everywhere():
     for page in ("app.py", "pages/0_Guided_tour.py", "pages/2_GRPO.py", "pages/5_Compare.py"):
         at = app(page, {"present": "1", "grpo_iterations": "40", "grpo_seeds": "2",
@@ -148,17 +186,34 @@ def test_presentation_mode_renders_everywhere():
     assert at.session_state["present"] is False and not [b for b in at.button if b.key == "present_exit"]
 
 
-def test_tour_renders_and_reveal_works():
+@pytest.mark.slow
+def test_tour_renders_and_reveal_judges_the_prediction(upstream):
+    """Step 3 asks where GRPO (G = 8, 200 iterations, 4 seeds) ends against SFT. The answer is
+    worked out here from the same runs, trained outside the app; the tour must call the right
+    prediction right and a wrong one wrong, naming the answer."""
+    tour = GRPOConfig(iterations=200)        # the tour's batch: G = 8, G = 2 and RLVR, 4 seeds each
+    results = run_many(upstream, seed_configs(tour, 4) + seed_configs(tour.replace(group_size=2), 4)
+                       + seed_configs(RLVRConfig(iterations=200), 4))
+    gain = (sum(r.history.true_reward.iloc[-1] for r in results[:4]) / 4
+            - float(reference_metrics(upstream)["true_reward"]))
+    options = ["higher than SFT's", "about the same", "lower than SFT's"]
+    right = options[0 if gain > 0.005 else 2 if gain < -0.005 else 1]
+    wrong = next(o for o in options if o != right)
+
     at = app("pages/0_Guided_tour.py")
     ok(at)
     assert not at.success and not at.warning                   # nothing revealed yet
     assert at.button(key="tour_3_reveal").disabled              # predict first
-    at.radio(key="tour_3_guess").set_value("higher than SFT's").run()
+    at.radio(key="tour_3_guess").set_value(right).run()
     at.button(key="tour_3_reveal").click().run()
     ok(at)
-    verdicts = [e.value for e in [*at.success, *at.warning]]
-    assert len(verdicts) == 1 and ("held" in verdicts[0] or "Not this time" in verdicts[0])
+    assert [e.value for e in at.success] == [f"Your prediction held: {right}."] and not at.warning
     assert at.get("vega_lite_chart")
+    at.radio(key="tour_3_guess").set_value(wrong).run()        # a new guess hides the verdict ...
+    assert not at.success and not at.warning
+    at.button(key="tour_3_reveal").click().run()               # ... until it is revealed again
+    ok(at)
+    assert [e.value for e in at.warning] == [f"Not this time: the answer is “{right}”."] and not at.success
 
 
 def test_live_run_stops_and_keeps_finished_iterations(upstream):

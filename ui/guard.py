@@ -1,123 +1,31 @@
 """Robustness: settings from the URL checked before any widget exists, the work a request asks
-for, and how many bytes a cached result may take.
+for, and how many bytes a stored result may take.
 
 URL settings. Streamlit drops a bound query parameter it cannot use (out of range, not a number,
 not one of the options) without a word, and the widget falls back to its default, so a shared
-link quietly means something else. :func:`check_url` runs first on every page (``ui.page`` calls
-it): each of the page's settings found in the URL is checked against its config field's metadata
-(or the page's extra widgets in :func:`page_settings`). An out-of-range value becomes the nearest
+link quietly means something else. :func:`check_url` runs first on every page (``ui.navigation.page``
+calls it with the page's declaration, ``ui.controls.PageSettings``): each of the page's settings
+found in the URL is checked against that declaration. An out-of-range value becomes the nearest
 valid one, a malformed one the default, and one line at the top of the page says which. The
 corrected value is written back to the URL before the widgets read it, so the widget, the URL and
 the run agree. Names that are not this page's settings are left alone.
+
+Shared between sessions: nothing; this module holds constants only.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import streamlit as st
 
-from grpo_core import GRPOConfig, MAX_WORK_PER_REQUEST, RLVRConfig, config_fields
+from grpo_core import GRPOConfig, MAX_WORK_PER_REQUEST, check_budget
 from grpo_core.config import ConfigError, request_work
+from ui.controls import Setting, g as _g, stop_with_error
 
-import ui
-
-# The sweep page's own widgets (pages/4_Group_size_sweep.py; the tests check they agree).
-SWEEP_GROUP_SIZES, SWEEP_GROUP_SIZES_DEFAULT = (2, 4, 8, 16, 32, 64), (2, 4, 8, 16)
-SWEEP_DEFAULTS = {"iterations": 300}
-
-
-def _g(value) -> str:
-    return f"{value:g}"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One widget bound to the URL: its key, its default and the values it accepts.
-
-    default is a bool, int, float, str, or a tuple for a multiselect (whose items come from
-    choices). A widget with choices (selectbox, radio, select_slider, multiselect) puts text(choice)
-    in the URL (its format_func); a number widget accepts lo to hi.
-    """
-
-    key: str
-    default: Any
-    lo: float | None = None
-    hi: float | None = None
-    choices: tuple | None = None
-    text: Callable[[Any], str] = str
-
-
-def config_settings(cls, prefix: str, defaults: dict | None = None, skip: Sequence[str] = ()) -> list[Setting]:
-    """A Setting per widget that ui.config_controls(cls, prefix, defaults, skip) creates."""
-    out = []
-    for f in config_fields(cls):
-        if f.name in skip:
-            continue
-        meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
-        if meta.get("log"):   # a select_slider over 1-2-5 steps, labelled with :g
-            out.append(Setting(f"{prefix}_{f.name}", default, meta["lo"], meta["hi"],
-                               tuple(ui._log_grid(meta["lo"], meta["hi"], default)), _g))
-        else:
-            out.append(Setting(f"{prefix}_{f.name}", default, meta.get("lo"), meta.get("hi"),
-                               tuple(meta["choices"]) if meta.get("choices") else None))
-    return out
-
-
-def seeds_setting(prefix: str, default: int | None = None) -> Setting:
-    return Setting(f"{prefix}_seeds", default or ui.SEEDS_DEFAULT, 1, ui.SEEDS_MAX)
-
-
-def _live(prefix: str) -> list[Setting]:
-    """ui.live's widgets on the GRPO and RLVR pages: the watch toggle and the step size."""
-    return [Setting(f"{prefix}_watch", False), Setting(f"{prefix}_chunk", 10, choices=(1, 5, 10, 25, 50, 100))]
-
-
-# The defaults below repeat the pages' own (tests/test_robustness.py checks that every page's
-# URL-bound widgets, with their defaults, are exactly the ones listed here).
-def page_settings(title: str) -> list[Setting]:
-    """The URL-bound widgets of the page called `title` (as passed to ui.page)."""
-    estimators = ("grpo", "dr_grpo", "batch_std", "rloo", "none")
-    noise_gs = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-    pages = {
-        "Setup": [s for cls, prefix, _ in ui.UPSTREAM for s in config_settings(cls, prefix)],
-        "GRPO": [*config_settings(GRPOConfig, "grpo"), seeds_setting("grpo"), Setting("grpo_show_runs", False),
-                 *_live("grpo")],
-        "RLVR": [*config_settings(RLVRConfig, "rlvr"), seeds_setting("rlvr"), Setting("rlvr_show_runs", False),
-                 *_live("rlvr")],
-        "Group size sweep": [
-            *config_settings(GRPOConfig, "sweep", SWEEP_DEFAULTS, skip=["group_size"]), seeds_setting("sweep"),
-            Setting("sweep_group_sizes", SWEEP_GROUP_SIZES_DEFAULT, choices=SWEEP_GROUP_SIZES),
-            Setting("sweep_window", 30, 1, 100),
-            Setting("sweep_x", "iteration", choices=("iteration", "samples"),
-                    text=lambda x: {"samples": "samples generated"}.get(x, x))],
-        "Reward hacking": [
-            Setting("hack_kl_coefs", (0.0, 0.01, 0.05, 0.2, 1.0), choices=(0.0, 0.001, 0.01, 0.05, 0.2, 1.0, 5.0),
-                    text=_g),
-            *config_settings(GRPOConfig, "hack", skip=["kl_coef"]), seeds_setting("hack", 4)],
-        "Zero signal groups": [*config_settings(RLVRConfig, "zero", skip=["dynamic_sampling"]),
-                               Setting("zero_redraws", 4, 1, 16), seeds_setting("zero", 4)],
-        "Pass at k": [*config_settings(RLVRConfig, "passk"), seeds_setting("passk", 8)],
-        "Gradient noise": [
-            Setting("noise_reward", "reward_model", choices=("reward_model", "verifiable"),
-                    text={"reward_model": "reward model's score", "verifiable": "verifiable 0/1 reward"}.get),
-            Setting("noise_group_sizes", (2, 4, 8, 16, 32, 64), choices=noise_gs),
-            Setting("noise_estimators", estimators, choices=estimators),
-            Setting("noise_prompts", 8, 1, 64),
-            Setting("noise_draws", 256, choices=(64, 128, 256, 512, 1024))],
-    }
-    # ?present=1 turns on presentation mode (ui.presentation_mode) on every page.
-    return [*pages.get(title, []), *adopted_settings(title), Setting("present", "0", choices=("0", "1"))]
-
-
-def adopted_settings(title: str) -> list[Setting]:
-    """Other pages' settings that this page takes from the URL (ui.live.adopt_params)."""
-    upstream = [s for cls, prefix, _ in ui.UPSTREAM for s in config_settings(cls, prefix)]
-    runs = [*config_settings(GRPOConfig, "grpo"), seeds_setting("grpo"), *config_settings(RLVRConfig, "rlvr"),
-            seeds_setting("rlvr")]
-    return {"GRPO": upstream, "RLVR": upstream, "Group size sweep": upstream,
-            "Compare": [*upstream, *runs]}.get(title, [])
+__all__ = ["Setting", "Fix", "check_setting", "url_value", "check_url", "work_caption", "check_request",
+           "result_bytes", "check_result_size", "MAX_RESULT_BYTES"]
 
 
 # ---------------------------------------------------------------- checking one setting
@@ -240,10 +148,10 @@ def url_value(s: Setting, given: str):
 
 # ---------------------------------------------------------------- the page hook
 
-def check_url(title: str) -> list[Fix]:
-    """Check this page's settings in the URL; fix bad ones before any widget reads them, with a
-    one-line notice each at the top of the page. Returns the fixes made."""
-    settings = {s.key: s for s in page_settings(title)}
+def check_url(page_settings: Sequence[Setting]) -> list[Fix]:
+    """Check this page's settings (its declaration's url_settings) in the URL; fix bad ones before
+    any widget reads them, with a one-line notice each at the top of the page. Returns the fixes made."""
+    settings = {s.key: s for s in page_settings}
     fixes = [f for key in list(st.query_params) if key in settings
              for f in [check_setting(settings[key], st.query_params.get_all(key))] if f]
     if not fixes:
@@ -289,17 +197,26 @@ def work_caption(*requests: Sequence[GRPOConfig]) -> None:
                "(iterations × PPO epochs × prompts × group size, summed over runs).")
 
 
-# Cached training results are held as pickled bytes. Measured: a run's history pickles to about
-# 82 bytes per iteration (16 float32 and 2 int64 columns); its weights, final policy and
-# per-context table to 4 bytes per parameter plus about 2.5 kB. ui._train keeps at most 16
-# results, so with this cap its cache holds at most 16 x 32 MiB = 512 MiB.
+def check_request(upstream_configs: tuple, configs: Sequence[GRPOConfig]) -> None:
+    """Stop the page with a one-line error if the request is over the work or size caps."""
+    try:
+        check_budget(configs)
+        check_result_size(upstream_configs, configs)
+    except ConfigError as err:
+        stop_with_error(err)
+
+
+# Measured: a run's history pickles to about 82 bytes per iteration (16 float32 and 2 int64
+# columns); its weights, final policy and per-context table to 4 bytes per parameter plus about
+# 2.5 kB. The estimate bounds one request before it trains; ui.store bounds what it keeps by the
+# results' measured size (at most ui.store.MAX_BYTES in all).
 HISTORY_BYTES_PER_ITERATION = 88
 RUN_OVERHEAD_BYTES = 4096
 MAX_RESULT_BYTES = 32 * 2**20
 
 
 def result_bytes(upstream_configs: tuple, configs: Sequence[GRPOConfig]) -> int:
-    """An upper estimate of the pickled size of ui.train's result for these run configs."""
+    """An upper estimate of the size of the results of these run configs (pickled or in memory)."""
     problem_cfg, sft_cfg, _ = upstream_configs
     params = ((problem_cfg.context_dim + 1) * sft_cfg.hidden_dim
               + (sft_cfg.hidden_dim + 1) * problem_cfg.vocab_size)

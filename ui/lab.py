@@ -3,6 +3,9 @@ noise) and the TRL export expander: cached exact analyses, their tables and char
 
 The analyses themselves live in grpo_core.analysis; this module only caches them per upstream and
 turns their DataFrames into charts.
+
+Shared between sessions: the st.cache_data caches of the hacking curves and the gradient-noise
+table (16 entries each; Streamlit hands out copies), and the chart specs (ui.charts.chart_spec).
 """
 from __future__ import annotations
 
@@ -14,12 +17,13 @@ import pandas as pd
 import streamlit as st
 import torch
 
-import ui
 from grpo_core import RunResult, Upstream
 from grpo_core.analysis import (beta_for_kl, best_of_n, gradient_noise as _gradient_noise,
                                 kl_regularized_frontier, pass_at_k_table, zero_signal_probability,
                                 zero_signal_table)
 from grpo_core.export import to_trl
+from ui.charts import (CHART_HEIGHT, PALETTE, RLVR_COLOR, SFT_COLOR, chart_spec, chart_title, thin)
+from ui.views import reference
 
 BON_LABEL, OPT_LABEL = "best-of-n", "optimum π*"
 BON_COLOR, OPT_COLOR = "#111111", "#8c8c8c"
@@ -34,13 +38,6 @@ def _legend() -> alt.Legend:
 def exact_note(text: str) -> None:
     """What only an exact toy can show on this page, in one or two sentences."""
     st.info(f"**Only an exact toy shows this.** {text}", icon=":material/science:")
-
-
-def seeds_control(prefix: str, default: int = 4) -> int:
-    return st.slider("seeds", 1, ui.SEEDS_MAX, default, key=f"{prefix}_seeds", bind="query-params",
-                     persist_state="session",
-                     help="Independent runs per setting (seeds seed, seed+1, …), all trained as one "
-                          "batch; the charts show their mean.")
 
 
 # ---------------------------------------------------------------- TRL export
@@ -83,18 +80,18 @@ def coef_label(beta: float) -> str:
 def trajectories(by_coef: dict[float, Sequence[RunResult]], up: Upstream) -> pd.DataFrame:
     """Per KL coefficient, the mean over seeds of kl_ref, true_reward and rm_reward at each
     iteration (iteration 0: the SFT start), with sqrt_kl = sqrt(mean kl_ref)."""
-    ref = ui.reference(up)
+    ref = reference(up)
     start = {"iteration": 0, "kl_ref": 0.0, "true_reward": ref["true_reward"], "rm_reward": ref["rm_reward"]}
     frames = []
     for beta, runs in by_coef.items():
         hist = pd.concat([r.history[list(start)] for r in runs]).groupby("iteration").mean().reset_index()
         hist = pd.concat([pd.DataFrame([start]), hist], ignore_index=True)
-        frames.append(ui.thin(hist).assign(series=coef_label(beta), kl_coef=beta))
+        frames.append(thin(hist).assign(series=coef_label(beta), kl_coef=beta))
     out = pd.concat(frames, ignore_index=True)
     return out.assign(sqrt_kl=np.sqrt(out.kl_ref.clip(lower=0)))
 
 
-@ui.chart_spec
+@chart_spec
 def hacking_chart(traj: pd.DataFrame, bon: pd.DataFrame, frontier: pd.DataFrame, reward: str,
                   title: str, y_title: str, rules: dict[str, float] | None = None):
     """Reward against sqrt(KL(policy || SFT)): GRPO trajectories (one line per KL coefficient),
@@ -102,7 +99,7 @@ def hacking_chart(traj: pd.DataFrame, bon: pd.DataFrame, frontier: pd.DataFrame,
     curve_col = "true_reward" if reward == "true_reward" else "proxy_reward"
     series = list(dict.fromkeys(traj.series))
     domain = series + [BON_LABEL, OPT_LABEL]
-    colors = list(ui.PALETTE[:len(series)]) + [BON_COLOR, OPT_COLOR]
+    colors = list(PALETTE[:len(series)]) + [BON_COLOR, OPT_COLOR]
     color = alt.Color("series:N", scale=alt.Scale(domain=domain, range=colors), legend=_legend())
     x = alt.X("sqrt_kl:Q", title="√KL(policy ‖ SFT)  (√nats)")
     y = alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False))
@@ -133,9 +130,9 @@ def hacking_chart(traj: pd.DataFrame, bon: pd.DataFrame, frontier: pd.DataFrame,
                                            fontSize=11).encode(y="y:Q", x=alt.value({"expr": "width"}),
                                                                text="label:N")]
     return alt.layer(*layers).properties(
-        title=ui.chart_title(title, ["GRPO runs by KL coefficient β: mean over seeds from the SFT start, ◆ at the end",
+        title=chart_title(title, ["GRPO runs by KL coefficient β: mean over seeds from the SFT start, ◆ at the end",
                              "black: best-of-n, n = 1…64 · grey dashed: optimum π* ∝ π_ref·exp(r/β) as β varies"]),
-        height=ui.CHART_HEIGHT + 60)
+        height=CHART_HEIGHT + 60)
 
 
 def effective_beta_table(by_coef: dict[float, Sequence[RunResult]], up: Upstream,
@@ -194,7 +191,7 @@ def context_order(n_ctx: int) -> list[str]:
     return [str(c) for c in range(n_ctx)] + ["overall"]
 
 
-@ui.chart_spec
+@chart_spec
 def per_context_g_chart(df: pd.DataFrame, policy: str, title: str, y_title: str, x_title: str,
                         marked_g: int | None = None, subtitle: str = ""):
     """One line per context (and a thick black 'overall') of df[df.policy == policy] against x
@@ -202,7 +199,7 @@ def per_context_g_chart(df: pd.DataFrame, policy: str, title: str, y_title: str,
     xcol = "G" if "G" in df.columns else "k"
     d = df[df.policy == policy]
     order = list(dict.fromkeys(d.context))
-    colors = [ui.PALETTE[i % len(ui.PALETTE)] for i in range(len(order) - 1)] + ["#000000"]
+    colors = [PALETTE[i % len(PALETTE)] for i in range(len(order) - 1)] + ["#000000"]
     color = alt.Color("context:N", sort=order, scale=alt.Scale(domain=order, range=colors),
                       legend=alt.Legend(orient="bottom", title="context", symbolType="stroke"))
     x = alt.X(f"{xcol}:Q", title=x_title, scale=alt.Scale(type="log", base=2),
@@ -217,7 +214,7 @@ def per_context_g_chart(df: pd.DataFrame, policy: str, title: str, y_title: str,
     if marked_g:
         layers.append(alt.Chart(pd.DataFrame({xcol: [marked_g], "label": [f"G = {marked_g} (this run)"]}))
                       .mark_rule(strokeDash=[4, 3], color="#555").encode(x=f"{xcol}:Q"))
-    return alt.layer(*layers).properties(title=ui.chart_title(title, subtitle), height=ui.CHART_HEIGHT)
+    return alt.layer(*layers).properties(title=chart_title(title, subtitle), height=CHART_HEIGHT)
 
 
 def zero_signal_expected(p: torch.Tensor, group_size: int, redraws: int = 0) -> tuple[float, float]:
@@ -253,12 +250,12 @@ def pass_at_k_long(up: Upstream, results: Sequence[RunResult], ks=KS) -> pd.Data
                       for seed, name, t in tables], ignore_index=True).astype({"k": int})
 
 
-@ui.chart_spec
+@chart_spec
 def pass_overall_chart(df: pd.DataFrame, n_seeds: int):
     """Overall pass@k against k: SFT, and the mean over seeds after RLVR with its min-max band."""
     d = df[df.context == "overall"].groupby(["policy", "k"])["pass"].agg(
         mean="mean", lo="min", hi="max").reset_index()
-    order, colors = ["SFT", "after RLVR"], [ui.SFT_COLOR, ui.RLVR_COLOR]
+    order, colors = ["SFT", "after RLVR"], [SFT_COLOR, RLVR_COLOR]
     color = alt.Color("policy:N", sort=order, scale=alt.Scale(domain=order, range=colors), legend=_legend())
     x = alt.X("k:Q", title="k (samples per problem)", scale=alt.Scale(type="log", base=2),
               axis=alt.Axis(values=[1, 2, 4, 8, 16, 32, 64]))
@@ -269,17 +266,17 @@ def pass_overall_chart(df: pd.DataFrame, n_seeds: int):
                  alt.Tooltip("lo:Q", title="min over seeds", format=".4f"),
                  alt.Tooltip("hi:Q", title="max over seeds", format=".4f")])
     return alt.layer(band, line).properties(
-        title=ui.chart_title("pass@k = 1 − (1 − p)^k, mean over contexts, exact",
+        title=chart_title("pass@k = 1 − (1 − p)^k, mean over contexts, exact",
                      f"after RLVR: mean over {n_seeds} seeds · band: min–max over seeds"),
-        height=ui.CHART_HEIGHT)
+        height=CHART_HEIGHT)
 
 
-@ui.chart_spec
+@chart_spec
 def pass_context_chart(df: pd.DataFrame):
     """Per-context pass@k against k: SFT dashed, mean over seeds after RLVR solid."""
     d = df[df.context != "overall"].groupby(["policy", "context", "k"], sort=False)["pass"].mean().reset_index()
     order = list(dict.fromkeys(d.context))
-    colors = [ui.PALETTE[i % len(ui.PALETTE)] for i in range(len(order))]
+    colors = [PALETTE[i % len(PALETTE)] for i in range(len(order))]
     return alt.Chart(d).mark_line(strokeWidth=1.8).encode(
         x=alt.X("k:Q", title="k (samples per problem)", scale=alt.Scale(type="log", base=2),
                 axis=alt.Axis(values=[1, 2, 4, 8, 16, 32, 64])),
@@ -291,8 +288,8 @@ def pass_context_chart(df: pd.DataFrame):
                                   legend=alt.Legend(orient="bottom", title=None)),
         detail="policy:N",
         tooltip=["context:N", "policy:N", "k:Q", alt.Tooltip("pass:Q", format=".4f")],
-    ).properties(title=ui.chart_title("pass@k per context, exact", "dashed: SFT · solid: after RLVR (mean over seeds)"),
-                 height=ui.CHART_HEIGHT)
+    ).properties(title=chart_title("pass@k per context, exact", "dashed: SFT · solid: after RLVR (mean over seeds)"),
+                 height=CHART_HEIGHT)
 
 
 def pass_table(df: pd.DataFrame, up: Upstream, ks=(1, 8, 64)) -> pd.DataFrame:
@@ -326,7 +323,7 @@ def gradient_noise(up: Upstream, reward: str, group_sizes: Sequence[int], estima
                   _up=up)
 
 
-@ui.chart_spec
+@chart_spec
 def noise_chart(df: pd.DataFrame, estimators: Sequence[str], column: str, title: str, y_title: str,
                 subtitle: str = "", error: str | None = None):
     """df[column] against G (log2 x), one line per estimator; error bars +- df[error] if given.
@@ -336,7 +333,7 @@ def noise_chart(df: pd.DataFrame, estimators: Sequence[str], column: str, title:
     d = df.assign(x=df.group_size * df.estimator.map(spread), y=df[column])
     if error:
         d = d.assign(lo=d.y - d[error], hi=d.y + d[error])
-    color = alt.Color("estimator:N", sort=order, scale=alt.Scale(domain=order, range=ui.PALETTE[:len(order)]),
+    color = alt.Color("estimator:N", sort=order, scale=alt.Scale(domain=order, range=PALETTE[:len(order)]),
                       legend=alt.Legend(orient="bottom", title="advantage estimator", symbolOpacity=1))
     x = alt.X("x:Q", title="group size G", scale=alt.Scale(type="log", base=2),
               axis=alt.Axis(values=[2, 4, 8, 16, 32, 64]))
@@ -349,4 +346,4 @@ def noise_chart(df: pd.DataFrame, estimators: Sequence[str], column: str, title:
     if error:
         layers.insert(0, alt.Chart(d).mark_rule(strokeWidth=1.3, opacity=0.6).encode(
             x=x, y="lo:Q", y2="hi:Q", color=color))
-    return alt.layer(*layers).properties(title=ui.chart_title(title, subtitle), height=ui.CHART_HEIGHT)
+    return alt.layer(*layers).properties(title=chart_title(title, subtitle), height=CHART_HEIGHT)

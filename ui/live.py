@@ -1,15 +1,14 @@
-"""Training you can watch, stop, share, pin and save: the run pages' glue beyond ui/__init__.py.
+"""Training you can watch, stop, share, pin and save: the run pages' glue beyond ui.store.
 
-- LiveRun wraps the core's GRPOTrainer, which trains a batch of runs a piece at a time; the
-  pieces add up to exactly the one-go run, so a finished LiveRun fills ui.train's cache and the
-  static view then shows it at once.
-- train(): the static many-seed view's run, trained in pieces with a progress bar and a Stop
-  button; stopping keeps the finished iterations.
+- run_view(): a run page's training: the "Watch it train" toggle, then the finished runs, which
+  come from ui.store.train (a Stop button ends them where they are).
 - watch_section(): the live view (Play, Pause, Step, Reset) in an st.fragment that re-runs a few
-  times a second while playing, each time training one more piece, without re-running the page.
+  times a second while playing, each time training one more piece of a ui.store.LiveRun without
+  re-running the page. A finished live run goes into the store, so the static view shows it at once.
 - share_link(), downloads, configuration upload, pins: one function each.
 
-Everything per user lives in st.session_state; the only module state is constants.
+Shared between sessions: nothing; per user everything lives in st.session_state (the page's one
+LiveRun through ui.store.hold, pins capped at MAX_PINS).
 """
 from __future__ import annotations
 
@@ -21,134 +20,29 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui
-from ui import guard, lab
-from grpo_core import (ConfigError, GRPOConfig, GRPOTrainer, RLVRConfig, RunResult, Upstream, band,
-                       config_fields)
+from grpo_core import ConfigError, GRPOConfig, RLVRConfig, RunResult, Upstream, band, config_fields
 from grpo_core.experiment import MAX_EXPERIMENT_BYTES, Experiment, experiment_from_json
+from ui import charts, controls, guard, lab, store, views
+from ui.controls import PageSettings, TICK_SECONDS
 
-TICK_SECONDS = 0.3          # the live view trains a piece and redraws this often while playing
-CHUNKS = [1, 5, 10, 25, 50, 100]
-CHUNK_DEFAULT = 10
 MAX_PINS = 6
 KINDS = {"grpo": (GRPOConfig, "GRPO", "pages/2_GRPO.py"), "rlvr": (RLVRConfig, "RLVR", "pages/3_RLVR.py")}
 
 
-# ---------------------------------------------------------------- a run advanced in pieces
-
-class LiveRun:
-    """A batch of runs trained a piece at a time with GRPOTrainer, kept in the session."""
-
-    def __init__(self, up: Upstream, configs: Sequence[GRPOConfig]):
-        self.up, self.configs = up, tuple(configs)
-        self.key = (up.configs, self.configs)
-        self.trainer = GRPOTrainer(up.problem, up.sft, up.rm.scores, self.configs)
-        self.cached = False
-        self.stopped = False        # by request (Stop); a diverged run is not "stopped"
-        self._results: list[RunResult] | None = None
-
-    @property
-    def done(self) -> int:
-        return self.trainer.iteration
-
-    @property
-    def total(self) -> int:
-        return self.trainer.total
-
-    @property
-    def finished(self) -> bool:
-        return self.trainer.finished
-
-    def advance(self, n: int) -> None:
-        """Train n more iterations (fewer at the end)."""
-        self.trainer.advance(n)
-        self._results = None
-
-    def stop(self) -> None:
-        self.stopped = self.stopped or not self.finished
-        self.trainer.stop()
-        self._results = None
-
-    def results(self) -> list[RunResult]:
-        """The runs so far: full histories and current policies."""
-        if self._results is None:
-            self._results = self.trainer.results()
-        return self._results
-
-
-# ---------------------------------------------------------------- the static run, stoppable
-
-def is_cached(up: Upstream, configs: Sequence[GRPOConfig]) -> bool:
-    return ui.cached_runs(up, configs) is not None
-
-
-def train(up: Upstream, configs: Sequence[GRPOConfig], key: str) -> list[RunResult]:
-    """ui.train(up, configs), but a run that is not cached trains in pieces with a progress bar
-    and a Stop button; stopping keeps the finished iterations (and the results say so).
-    Sessions asking for the same runs at once train them once: the others wait for the result."""
-    configs = tuple(configs)
-    ui.check_request(up, configs)
-    cached = ui.cached_runs(up, configs)
-    if cached is not None:
-        return cached
-    holder = ui.training_lock(up, configs)
-    if not holder.lock.acquire(blocking=False):
-        note = st.empty()
-        while not holder.lock.acquire(timeout=0.25):   # st calls let a rerun interrupt the wait
-            note.info("Another session is training exactly these runs; waiting for its result…")
-        note.empty()
-    try:
-        cached = ui.cached_runs(up, configs)
-        return cached if cached is not None else _train_in_pieces(up, configs, key)
-    finally:
-        holder.lock.release()
-
-
-def _train_in_pieces(up: Upstream, configs: tuple, key: str) -> list[RunResult]:
-    state_key = f"{key}_run"
-    run = st.session_state.get(state_key)
-    if run is None or run.key != (up.configs, configs):
-        run = st.session_state[state_key] = LiveRun(up, configs)
-    if run.stopped:
-        st.warning("You stopped this run; what it finished is shown below.")
-        if st.button("Train it to the end", key=f"{key}_restart"):
-            run = st.session_state[state_key] = LiveRun(up, configs)
-    holder = st.empty()
-    with holder.container():
-        bar = st.progress(run.done / run.total)
-        # A click interrupts the loop below at its next progress update; the rerun that follows
-        # finds the run where it was (in the session) and stops it there.
-        if st.button("Stop", key=f"{key}_stop", help="Stop training now and keep the iterations "
-                     "finished so far."):
-            run.stop()
-    every = max(1, run.total // 50)
-    while not run.finished:
-        run.advance(every)
-        bar.progress(run.done / run.total, text=f"Training {len(configs)} runs as one batch: "
-                                                f"iteration {run.done} of {run.total}")
-    holder.empty()
-    results = run.results()
-    if not run.stopped:
-        ui.remember_runs(up, configs, results)
-        del st.session_state[state_key]
-    return results
-
-
-def run_view(up: Upstream, configs: Sequence[GRPOConfig], key: str, name: str, color: str,
+def run_view(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig], key: str, name: str, color: str,
              second: tuple[str, str, str]) -> list[RunResult]:
     """A run page's training: the "Watch it train" toggle (live view) and the finished runs.
     Stops the page while a live run is still going (its diagnostics come when it finishes)."""
+    configs = tuple(configs)
     guard.work_caption(configs)
-    watch = st.toggle("▶ Watch it train", key=f"{key}_watch", bind="query-params", persist_state="session",
-                      help="Train these settings live, step by step, instead of showing the finished runs.")
-    if watch:
+    if page.draw(f"{key}_watch"):
         st.header("Watch it train")
-        watch_section(up, configs, key, name, color, second)
-        if not is_cached(up, configs):
+        watch_section(page, up, configs, key, name, color, second)
+        if store.STORE.key(up.configs, configs) not in store.STORE:
             st.caption("Every diagnostic of these runs appears here when the live run finishes.")
             st.stop()
         st.header("The finished runs")
-    return train(up, configs, key)
+    return store.train(up, configs, key)
 
 
 def keep_and_share(key: str, cfg: GRPOConfig, n_seeds: int, up: Upstream, results: Sequence[RunResult]) -> None:
@@ -162,78 +56,82 @@ def keep_and_share(key: str, cfg: GRPOConfig, n_seeds: int, up: Upstream, result
 
 # ---------------------------------------------------------------- watch it train
 
-def watch_section(up: Upstream, configs: Sequence[GRPOConfig], key: str, name: str, color: str,
-                  second: tuple[str, str, str]) -> None:
+def watch_section(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig], key: str, name: str,
+                  color: str, second: tuple[str, str, str]) -> None:
     """Play / Pause / Step / Reset a live run of configs, its charts redrawn as it trains.
 
-    second = (history column, chart title, y title) of the chart beside the true reward.
+    second = (history column, chart title, y title) of the chart beside the true reward. The
+    LiveRun is made on the first Play or Step and is the page's one held run; Reset frees it.
     """
     configs = tuple(configs)
-    run_key, playing_key = f"{key}_live", f"{key}_playing"
-    run = st.session_state.get(run_key)
-    if run is None or run.key != (up.configs, configs):
-        st.session_state[run_key] = LiveRun(up, configs)
+    run_name, playing_key = f"{key}_live", f"{key}_playing"
+    run_key = store.STORE.key(up.configs, configs)
+    if store.held_run(run_name, run_key) is None:
         st.session_state[playing_key] = False
-    chunk = st.select_slider("iterations per step", CHUNKS, value=CHUNK_DEFAULT, key=f"{key}_chunk",
-                             bind="query-params", persist_state="session",
-                             help="How many iterations Step trains, and Play trains per frame "
-                                  f"(a frame every {TICK_SECONDS:g} s).")
+    chunk = page.draw(f"{key}_chunk")
     ticking = bool(st.session_state.get(playing_key))
+
+    def live() -> store.LiveRun:
+        """The held live run of these settings, made when first needed."""
+        return store.held_run(run_name, run_key) or store.hold(run_name, store.LiveRun(up, configs))
 
     def play():
         st.session_state[playing_key] = not st.session_state.get(playing_key, False)
+        if st.session_state[playing_key]:
+            live()          # held from now on: a rerun that finds no live run of these settings stops playing
 
     def step():
         st.session_state[playing_key] = False
-        st.session_state[run_key].advance(chunk)
+        live().advance(chunk)
 
     def reset():
-        st.session_state[run_key] = LiveRun(up, configs)
+        store.release(run_name)
         st.session_state[playing_key] = False
 
     @st.fragment(run_every=TICK_SECONDS if ticking else None)
     def panel():
-        live = st.session_state[run_key]
-        playing = bool(st.session_state.get(playing_key)) and not live.finished
+        run = store.held_run(run_name, run_key)
+        playing = bool(st.session_state.get(playing_key)) and not (run is not None and run.finished)
         if playing and playing == ticking:
-            live.advance(chunk)
+            run = live()
+            run.advance(chunk)
+        done = run.done if run is not None else 0
+        total = run.total if run is not None else max(c.iterations for c in configs)
+        finished = run is not None and run.finished
         cols = st.columns([1, 1, 1, 5])
         cols[0].button("Pause" if playing else "Play", key=f"{key}_play", on_click=play,
                        icon=":material/pause:" if playing else ":material/play_arrow:",
-                       disabled=live.finished, type="primary", width="stretch")
-        cols[1].button("Step", key=f"{key}_step", on_click=step, disabled=live.finished,
+                       disabled=finished, type="primary", width="stretch")
+        cols[1].button("Step", key=f"{key}_step", on_click=step, disabled=finished,
                        help=f"Train {chunk} iterations, then pause.", width="stretch")
         cols[2].button("Reset", key=f"{key}_reset", on_click=reset, width="stretch",
                        help="Throw the live run away and start again from the SFT policy.")
-        state = ("finished" if live.finished else "playing" if playing
-                 else "paused" if live.done else "ready")
-        cols[3].markdown(f"Live iteration **{live.done}** of {live.total} · {state}")
-        st.progress(live.done / live.total)
-        results = live.results()
+        state = "finished" if finished else "playing" if playing else "paused" if done else "ready"
+        cols[3].markdown(f"Live iteration **{done}** of {total} · {state}")
+        st.progress(done / total)
         seed = configs[0].seed
-        if live.done:
+        if done:
+            results = run.results()
             runs = {f"{name}, live ({len(results)} seeds)": [r.history for r in results]}
-            ui.show_grid([
-                ui.band_chart(runs, "true_reward", "Expected true reward, exact", y_title="true reward",
-                              rules=ui.reward_rules(up), colors=[color]),
-                ui.band_chart(runs, second[0], second[1], y_title=second[2], colors=[color]),
-                ui.band_chart(runs, "kl_ref", "KL(policy ‖ SFT reference), exact", y_title="KL (nats)",
-                              colors=[color]),
-                ui.band_chart(runs, "entropy", "Policy entropy, exact", y_title="entropy (nats)",
-                              colors=[color])])
+            charts.show_grid([
+                charts.band_chart(runs, "true_reward", "Expected true reward, exact", y_title="true reward",
+                                  rules=views.reward_rules(up), colors=[color]),
+                charts.band_chart(runs, second[0], second[1], y_title=second[2], colors=[color]),
+                charts.band_chart(runs, "kl_ref", "KL(policy ‖ SFT reference), exact", y_title="KL (nats)",
+                                  colors=[color]),
+                charts.band_chart(runs, "entropy", "Policy entropy, exact", y_title="entropy (nats)",
+                                  colors=[color])])
             policy = results[0].final_logp.exp().numpy()
         else:
             st.info("Press Play (or Step) to train from the SFT policy and watch it learn.")
             policy = up.sft.logp.exp().numpy()
-        ui.show(ui.context_bars({f"{name} policy now": policy, "SFT reference": up.sft.logp.exp().numpy(),
-                                 "true preference": up.problem.true_reward.numpy()},
-                                up.problem.correct_token.numpy(),
-                                f"Policy of seed {seed} after {live.done} iterations, per context",
-                                "★ marks each context's correct (best) token",
-                                colors=[color, ui.SFT_COLOR, ui.TRUE_COLOR]))
-        if live.finished and not live.stopped and not live.cached:
-            ui.remember_runs(up, configs, results)
-            live.cached = True
+        charts.show(charts.context_bars(
+            {f"{name} policy now": policy, "SFT reference": up.sft.logp.exp().numpy(),
+             "true preference": up.problem.true_reward.numpy()}, up.problem.correct_token.numpy(),
+            f"Policy of seed {seed} after {done} iterations, per context",
+            "★ marks each context's correct (best) token", colors=[color, charts.SFT_COLOR, charts.TRUE_COLOR]))
+        if finished and not run.stopped and not run.stored:
+            run.stored = store.STORE.put(run_key, run.results())
         if playing != ticking:
             st.session_state[playing_key] = playing
             st.rerun(scope="app")   # start or stop the timer; a finished run shows the full view
@@ -243,7 +141,7 @@ def watch_section(up: Upstream, configs: Sequence[GRPOConfig], key: str, name: s
 
 # ---------------------------------------------------------------- sharing, saving, loading
 
-SETTINGS = {**{prefix: cls for cls, prefix, _ in ui.UPSTREAM}, "grpo": GRPOConfig, "rlvr": RLVRConfig}
+SETTINGS = {**{prefix: cls for cls, prefix, _ in controls.UPSTREAM}, **controls.RUN_KINDS}
 UPSTREAM_PREFIXES = ("problem", "sft", "rm")
 
 
@@ -251,20 +149,19 @@ def adopt_params(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> None:
     """Take settings of other pages (e.g. Setup's problem_*, sft_*, rm_*) from a shared link's URL.
 
     Their widgets live on other pages, so on this page nothing else reads them from the URL. The
-    URL has already been checked (and corrected) by ui.page(); the values are read with the same
-    parser. A group whose values do not make a valid config is ignored (its defaults stay).
+    URL has already been checked (and corrected) by ui.navigation.page(); the values are read with
+    the same parser. A group whose values do not make a valid config is ignored (its defaults stay).
     """
     for prefix in prefixes:
         cls = SETTINGS[prefix]
-        settings = guard.config_settings(cls, prefix)
-        if prefix in KINDS:
-            settings.append(guard.seeds_setting(prefix))
+        settings = (controls.shared_run_settings(prefix) if prefix in KINDS
+                    else controls.config_settings(cls, prefix))
         given = {s.key: guard.url_value(s, st.query_params[s.key])
                  for s in settings if s.key in st.query_params}
         given = {k: v for k, v in given.items() if v is not None}
         values = {k[len(prefix) + 1:]: v for k, v in given.items() if k != f"{prefix}_seeds"}
         try:
-            cls(**{**ui._defaults(cls), **values})
+            cls(**{**controls.field_defaults(cls), **values})
         except ConfigError:
             continue
         for key, value in given.items():
@@ -276,9 +173,9 @@ def share_url(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> str:
     settings it depends on (prefixes) where they differ from the defaults."""
     params = dict(st.query_params.to_dict())
     for prefix in prefixes:
-        defaults = {**ui._defaults(SETTINGS[prefix])}
+        defaults = controls.field_defaults(SETTINGS[prefix])
         if prefix in KINDS:
-            defaults["seeds"] = ui.SEEDS_DEFAULT
+            defaults["seeds"] = controls.SEEDS_DEFAULT
         for name, default in defaults.items():
             value = st.session_state.get(f"{prefix}_{name}", default)
             if value != default:
@@ -309,7 +206,7 @@ def _snap(cls, name: str, value):
     """A loaded value as its widget can show it: log sliders only offer their 1-2-5 grid."""
     f = {f.name: f for f in config_fields(cls)}[name]
     if f.metadata.get("log"):
-        grid = ui._log_grid(f.metadata["lo"], f.metadata["hi"], f.default)
+        grid = controls.log_grid(f.metadata["lo"], f.metadata["hi"], f.default)
         return min(grid, key=lambda g: abs(np.log(g) - np.log(value)))
     return value
 
@@ -422,19 +319,19 @@ def pins_view(key: str) -> None:
         st.caption("Pin runs to overlay their curves here: change a setting, pin again, compare.")
         return
     labels = pin_labels(pins)
-    long = pd.concat([ui.thin(p["history"]).assign(run=label) for p, label in zip(pins, labels)],
+    long = pd.concat([charts.thin(p["history"]).assign(run=label) for p, label in zip(pins, labels)],
                      ignore_index=True)
 
     def chart(column, title, y_title):
         return alt.Chart(long).mark_line(strokeWidth=2).encode(
             x=alt.X("iteration:Q"), y=alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", sort=labels, scale=alt.Scale(domain=labels, range=ui.PALETTE[:len(labels)]),
+            color=alt.Color("run:N", sort=labels, scale=alt.Scale(domain=labels, range=charts.PALETTE[:len(labels)]),
                             legend=alt.Legend(orient="bottom", title=None, columns=1, labelLimit=700)),
             tooltip=["run:N", "iteration:Q", alt.Tooltip(f"{column}:Q", format=".4f")],
-        ).properties(title=ui.chart_title(title, "mean over each pinned run's seeds"),
-                     height=ui.CHART_HEIGHT)
+        ).properties(title=charts.chart_title(title, "mean over each pinned run's seeds"),
+                     height=charts.CHART_HEIGHT)
 
-    ui.show_grid([chart("true_reward", "Pinned runs: expected true reward", "true reward"),
+    charts.show_grid([chart("true_reward", "Pinned runs: expected true reward", "true reward"),
                   chart("kl_ref", "Pinned runs: KL(policy ‖ SFT)", "KL (nats)")])
     cols = st.columns(min(len(pins), 3))
     for i, label in enumerate(labels):

@@ -1,0 +1,286 @@
+"""Chart builders and their cached Vega-Lite specs, the palette, and drawing charts on a page.
+
+Every builder decorated with :func:`chart_spec` returns a spec dict, cached on its arguments:
+a page rerun whose results came from the store rebuilds no chart.
+
+Shared between sessions: the chart_spec caches (st.cache_data, at most 128 specs of ~100 kB per
+builder; Streamlit hands out copies). Nothing else: the rest is constants.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from grpo_core import band
+
+# Same order as .streamlit/config.toml's chartCategoricalColors: the policy being trained, the SFT
+# reference, RLVR, then other series.
+PALETTE = ["#3056d3", "#e8702a", "#1b9e77", "#b8336a", "#7570b3", "#66a61e", "#a6761d", "#666666"]
+GRPO_COLOR, SFT_COLOR, RLVR_COLOR, TRUE_COLOR = PALETTE[0], PALETTE[1], PALETTE[2], "#9aa0a6"
+FAINT_COLOR = "#a9adb3"
+CHART_HEIGHT = 290
+MAX_POINTS = 400          # points per line sent to the browser (long runs are thinned)
+BAND_NOTE = "line: mean over {n} seeds · band: 10th–90th percentile over seeds"
+
+
+def thin(df: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """Every k-th row (and the last) so that a line has at most about max_points points."""
+    step = math.ceil(len(df) / max_points)
+    return df if step <= 1 else df.iloc[sorted(set(range(0, len(df), step)) | {len(df) - 1})]
+
+
+def smooth(history: pd.DataFrame, column: str, x: str = "iteration", window: int = 1) -> pd.DataFrame:
+    """[x, column] with column replaced by its trailing rolling mean over `window` rows."""
+    out = history[[x, column]].copy()
+    out[column] = out[column].rolling(window, min_periods=1).mean()
+    return out
+
+
+def chart_title(text: str, subtitle: str | list[str] = "") -> alt.TitleParams:
+    return alt.TitleParams(text, subtitle=subtitle or alt.Undefined, anchor="start")
+
+
+def _rule_layers(rules: dict[str, float] | None) -> list:
+    if not rules:
+        return []
+    df = pd.DataFrame({"label": list(rules), "y": list(rules.values())})
+    rule = alt.Chart(df).mark_rule(strokeDash=[5, 4], color="#555", strokeWidth=1.2).encode(
+        y="y:Q", tooltip=["label:N", alt.Tooltip("y:Q", format=".3f")])
+    # Labels sit at the right end, above their line: runs start at the SFT line on the left.
+    text = alt.Chart(df).mark_text(align="right", baseline="bottom", dx=-4, dy=-2, color="#444",
+                                   fontSize=11).encode(y="y:Q", x=alt.value({"expr": "width"}), text="label:N")
+    return [rule, text]
+
+
+def _x_title(x: str) -> str:
+    return {"iteration": "iteration", "samples": "samples generated (responses)"}.get(x, x)
+
+
+def _frame_digest(df: pd.DataFrame):
+    """What identifies a history for the chart caches: its columns and raw values (hashing these
+    bytes is ~100x faster than Streamlit's default content hash of a DataFrame)."""
+    values = df.to_numpy()
+    return tuple(df.columns), values.tobytes() if values.dtype != object else repr(values.tolist())
+
+
+def chart_spec(build):
+    """Cache a chart builder's Vega-Lite spec (a dict) on its arguments, histories by a fast
+    digest: a page rerun whose results came from the cache then rebuilds no chart, which is
+    where most of a cached rerun's time went. At most 128 specs of ~100 kB per chart kind."""
+    @st.cache_data(max_entries=128, show_spinner=False, hash_funcs={pd.DataFrame: _frame_digest})
+    @functools.wraps(build)
+    def cached(*args, **kwargs) -> dict:
+        chart = build(*args, **kwargs)
+        return chart if isinstance(chart, dict) else chart.to_dict(validate=False)
+    return cached
+
+
+@chart_spec
+def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: str, *,
+               y_title: str | None = None, x: str = "iteration", rules: dict[str, float] | None = None,
+               show_runs: bool = False, faint: tuple[str, pd.DataFrame, str] | None = None,
+               window: int = 1, colors: Sequence[str] | None = None, height: int = CHART_HEIGHT):
+    """Mean line and 10th-90th percentile band of history[column] over each group's runs, as a
+    Vega-Lite spec (dict). Cached on its arguments (histories hashed by content), so a page's
+    rerun with unchanged results rebuilds no chart: most of a cached rerun's time was Altair.
+
+    groups {label: [history]}; rules {label: y} dashed reference lines; faint = (label, history,
+    its column): one extra thin grey line (e.g. the notebook's noisy metric); window: rolling mean.
+    """
+    colors = list(colors or PALETTE)[:len(groups)]
+    domain, rng = list(groups), list(colors)
+    bands, runs = [], []
+    for label, hists in groups.items():
+        smoothed = [smooth(h, column, x, window) for h in hists]
+        bands.append(thin(band(smoothed, column, x=x)).assign(series=label))
+        if show_runs:
+            runs += [thin(h).assign(series=label, run=i) for i, h in enumerate(smoothed)]
+    bands = pd.concat(bands, ignore_index=True)
+    if faint is not None:
+        domain.append(faint[0])
+        rng.append(FAINT_COLOR)
+    color = alt.Color("series:N", scale=alt.Scale(domain=domain, range=rng),
+                      legend=alt.Legend(orient="bottom", title=None, labelLimit=400, symbolType="stroke",
+                                        symbolStrokeWidth=3, symbolOpacity=1))
+    runs = pd.concat(runs, ignore_index=True) if runs else None
+    # The y range fits the runs and the reference lines; the faint noisy line is clipped to it.
+    shown = [bands[["lo", "hi"]].to_numpy().ravel(), list((rules or {}).values())]
+    if runs is not None:
+        shown.append(runs[column].to_numpy())
+    shown = np.concatenate([np.asarray(v, dtype=float) for v in shown])
+    lo, hi = float(np.nanmin(shown)), float(np.nanmax(shown))
+    pad = 0.06 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-3)
+    y_scale = alt.Scale(domain=[lo - pad, hi + pad], zero=False, nice=False)
+    y_title = y_title or column
+    xq = alt.X(f"{x}:Q", title=_x_title(x))
+    layers = []
+    if faint is not None:
+        label, history, faint_column = faint
+        f = thin(smooth(history, faint_column, x, window), 1000).assign(series=label)
+        layers.append(alt.Chart(f).mark_line(strokeWidth=0.8, opacity=0.55, clip=True).encode(
+            x=xq, y=alt.Y(f"{faint_column}:Q", title=y_title, scale=y_scale), color=color))
+    n_max = int(bands["n"].max())
+    if n_max > 1:
+        layers.append(alt.Chart(bands).mark_area(opacity=0.2).encode(
+            x=xq, y=alt.Y("lo:Q", title=y_title, scale=y_scale), y2="hi:Q", color=color))
+    if runs is not None:
+        n_runs = runs.groupby("series")["run"].nunique().max()
+        layers.append(alt.Chart(runs).mark_line(strokeWidth=0.7, opacity=min(0.3, 4 / n_runs)).encode(
+            x=xq, y=alt.Y(f"{column}:Q", title=y_title, scale=y_scale), color=color, detail="run:N"))
+    layers.append(alt.Chart(bands).mark_line(strokeWidth=2.2).encode(
+        x=xq, y=alt.Y("mean:Q", title=y_title, scale=y_scale), color=color,
+        tooltip=["series:N", alt.Tooltip(f"{x}:Q"), alt.Tooltip("mean:Q", format=".4f"),
+                 alt.Tooltip("lo:Q", title="10th pct", format=".4f"),
+                 alt.Tooltip("hi:Q", title="90th pct", format=".4f")]))
+    subtitle = [BAND_NOTE.format(n=n_max)] if n_max > 1 else []
+    if window > 1:
+        subtitle.append(f"each run smoothed by a rolling mean over {window} iterations")
+    return alt.layer(*layers, *_rule_layers(rules)).properties(
+        title=chart_title(title, subtitle), height=height + 14 * max(0, len(subtitle) - 1))
+
+
+@chart_spec
+def lines_chart(df: pd.DataFrame, x: str, columns: dict[str, str], title: str, y_title: str, *,
+                rules: dict[str, float] | None = None, x_title: str | None = None,
+                colors: Sequence[str] | None = None, height: int = CHART_HEIGHT):
+    """One line per column of df ({column: legend label}) against x."""
+    long = thin(df)[[x, *columns]].melt(x, var_name="series", value_name="value")
+    long["series"] = long["series"].map(columns)
+    line = alt.Chart(long).mark_line(strokeWidth=2).encode(
+        x=alt.X(f"{x}:Q", title=x_title or x), y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=alt.Color("series:N", scale=alt.Scale(domain=list(columns.values()),
+                                                    range=list(colors or PALETTE)[:len(columns)]),
+                        legend=alt.Legend(orient="bottom", title=None) if len(columns) > 1 else None),
+        tooltip=["series:N", f"{x}:Q", alt.Tooltip("value:Q", format=".4f")])
+    return alt.layer(line, *_rule_layers(rules)).properties(title=chart_title(title), height=height)
+
+
+@chart_spec
+def heatmap(table: np.ndarray, title: str, value_title: str, *, scheme: str = "blues",
+            outline: np.ndarray | None = None, subtitle: str = "", fmt: str = ".2f"):
+    """A context x token heatmap of table (C, V); outline (C,) marks one token per context."""
+    n_ctx, vocab = table.shape
+    df = pd.DataFrame([{"context": c, "token": v, "value": float(table[c, v]),
+                        "marked": outline is not None and int(outline[c]) == v}
+                       for c in range(n_ctx) for v in range(vocab)])
+    base = alt.Chart(df).encode(x=alt.X("token:O", title="token", axis=alt.Axis(labelAngle=0)),
+                                y=alt.Y("context:O", title="context"))
+    layers = [base.mark_rect().encode(
+        color=alt.Color("value:Q", scale=alt.Scale(scheme=scheme), title=value_title),
+        tooltip=["context:O", "token:O", alt.Tooltip("value:Q", title=value_title, format=".3f")])]
+    if outline is not None:
+        layers.append(base.transform_filter("datum.marked").mark_rect(
+            fill=None, stroke="#111", strokeWidth=2.5))
+    if vocab <= 16:
+        mid = float(table.min() + 0.55 * (table.max() - table.min()))
+        layers.append(base.mark_text(fontSize=10).encode(
+            text=alt.Text("value:Q", format=fmt),
+            color=alt.condition(f"datum.value > {mid}", alt.value("white"), alt.value("#222"))))
+    return alt.layer(*layers).properties(title=chart_title(title, subtitle), height=32 * n_ctx + 130)
+
+
+@chart_spec
+def context_bars(policies: dict[str, np.ndarray], correct_token: np.ndarray, title: str,
+                 subtitle: str = "", colors: Sequence[str] | None = None):
+    """For each context a panel with one bar per token per policy ({name: probs (C, V)}).
+
+    The correct (best) token of each context is starred.
+    """
+    names = list(policies)
+    n_ctx, vocab = next(iter(policies.values())).shape
+    df = pd.DataFrame([{"context": c, "token": v, "policy": name, "probability": float(p[c, v]),
+                        "correct": int(correct_token[c]) == v}
+                       for name, p in policies.items() for c in range(n_ctx) for v in range(vocab)])
+    width = max(150, vocab * (len(names) * 4 + 3))
+    columns = max(1, min(n_ctx, 900 // (width + 25)))
+    bars = alt.Chart().mark_bar().encode(
+        x=alt.X("token:O", title="token", axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("policy:N", sort=names),
+        y=alt.Y("probability:Q", title="probability"),
+        color=alt.Color("policy:N", sort=names, scale=alt.Scale(
+            domain=names, range=list(colors or PALETTE)[:len(names)]),
+            legend=alt.Legend(orient="bottom", title=None)),
+        tooltip=["context:O", "token:O", "policy:N", alt.Tooltip("probability:Q", format=".3f")])
+    star = alt.Chart().transform_filter("datum.correct").transform_aggregate(
+        top="max(probability)", groupby=["context", "token"]).mark_text(
+        text="★", dy=-8, fontSize=13, color="#111").encode(x="token:O", y="top:Q")
+    return alt.layer(bars, star, data=df).properties(width=width, height=150).facet(
+        facet=alt.Facet("context:O", title=None, header=alt.Header(labelExpr="'context ' + datum.value",
+                                                                     labelFontSize=12)),
+        columns=columns).properties(title=chart_title(title, subtitle))
+
+
+@chart_spec
+def errorbar_chart(df: pd.DataFrame, x: str, title: str, x_title: str, y_title: str, *,
+                   rules: dict[str, float] | None = None, color: str = GRPO_COLOR, subtitle: str = ""):
+    """Points at df.mean with error bars from df.lo to df.hi, x ordinal."""
+    base = alt.Chart(df).encode(x=alt.X(f"{x}:O", title=x_title, axis=alt.Axis(labelAngle=0)))
+    bars = base.mark_errorbar(ticks=True, color=color, thickness=1.6).encode(
+        y=alt.Y("lo:Q", title=y_title, scale=alt.Scale(zero=False)), y2="hi:Q")
+    points = base.mark_point(filled=True, size=70, color=color).encode(
+        y="mean:Q", tooltip=[f"{x}:O", alt.Tooltip("mean:Q", format=".4f"),
+                             alt.Tooltip("lo:Q", title="10th pct", format=".4f"),
+                             alt.Tooltip("hi:Q", title="90th pct", format=".4f")])
+    return alt.layer(bars, points, *_rule_layers(rules)).properties(
+        title=chart_title(title, subtitle), height=CHART_HEIGHT)
+
+
+@chart_spec
+def compare_chart(table: pd.DataFrame, names: dict[str, str]):
+    """Per context grouped bars: SFT, each method's mean (with its min-max over seeds), the best."""
+    rows = []
+    for _, t in table.iterrows():
+        rows.append({"context": t.context, "policy": "SFT", "reward": t.sft, "lo": t.sft, "hi": t.sft})
+        rows += [{"context": t.context, "policy": label, "reward": t[key], "lo": t[f"{key}_min"],
+                  "hi": t[f"{key}_max"]} for key, label in names.items()]
+        rows.append({"context": t.context, "policy": "best achievable", "reward": t.best, "lo": t.best,
+                     "hi": t.best})
+    df = pd.DataFrame(rows)
+    order = ["SFT", *names.values(), "best achievable"]
+    colors = [SFT_COLOR, GRPO_COLOR, RLVR_COLOR][:len(order) - 1] + [TRUE_COLOR]
+    x = alt.X("context:N", sort=list(table["context"]), title="context", axis=alt.Axis(labelAngle=0))
+    offset = alt.XOffset("policy:N", sort=order)
+    bars = alt.Chart(df).mark_bar().encode(
+        x=x, xOffset=offset, y=alt.Y("reward:Q", title="expected true reward"),
+        color=alt.Color("policy:N", sort=order, scale=alt.Scale(domain=order, range=colors),
+                        legend=alt.Legend(orient="bottom", title=None)),
+        tooltip=["context:N", "policy:N", alt.Tooltip("reward:Q", format=".3f"),
+                 alt.Tooltip("lo:Q", title="min over seeds", format=".3f"),
+                 alt.Tooltip("hi:Q", title="max over seeds", format=".3f")])
+    spread = alt.Chart(df).mark_rule(color="#111", strokeWidth=1.5).encode(
+        x=x, xOffset=offset, y="lo:Q", y2="hi:Q")
+    return alt.layer(bars, spread).properties(
+        title=chart_title("Exact expected true reward per context", "bars: mean over seeds · black lines: "
+                     "min–max over seeds"), height=CHART_HEIGHT + 40)
+
+
+# Presentation mode: charts taller and their type larger, for a projector.
+PRESENT_CHART_SCALE = 1.45
+PRESENT_CHART_CONFIG = {"axis": {"labelFontSize": 15, "titleFontSize": 16},
+                        "legend": {"labelFontSize": 15}, "title": {"fontSize": 20, "subtitleFontSize": 14},
+                        "text": {"fontSize": 15}}
+
+
+def show(chart) -> None:
+    """An Altair chart or a Vega-Lite spec dict. Specs come from the project's own chart code, so
+    Altair's JSON-schema validation (much of a page's rerun time) is skipped."""
+    spec = chart if isinstance(chart, dict) else chart.to_dict(validate=False)
+    if st.session_state.get("present"):
+        spec = {**spec, "config": {**spec.get("config", {}), **PRESENT_CHART_CONFIG}}
+        if isinstance(spec.get("height"), (int, float)):
+            spec["height"] = int(spec["height"] * PRESENT_CHART_SCALE)
+    st.vega_lite_chart(spec, width="stretch")
+
+
+def show_grid(charts: Sequence, columns: int = 2) -> None:
+    """Charts in rows of `columns`."""
+    for start in range(0, len(charts), columns):
+        for col, chart in zip(st.columns(columns), charts[start:start + columns]):
+            with col:
+                show(chart)
