@@ -36,9 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "requirements.txt"
 TEST_REQUIREMENTS = ROOT / "requirements-test.txt"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-# Community Cloud's default Python and its platform (Debian, x86_64); torch 2.13.0's Linux wheels are manylinux_2_28.
-CLOUD_TARGET = ["--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
-                "--only-binary=:all:"]
+# Community Cloud's default Python on its platform: Debian 11 (glibc 2.31), x86_64. pip does not widen a
+# --platform to older manylinux tags itself, so every tag that glibc accepts is listed. pip 23 accepts
+# these options only with --target (nothing is written there on a dry run).
+CLOUD_PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(31, 4, -1)] + [
+    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+CLOUD_TARGET = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:",
+                *(arg for tag in CLOUD_PLATFORMS for arg in ("--platform", tag)), "--target"]
 CUDA_NAME = re.compile(r"^(nvidia-|cuda-|triton$|pytorch-triton)")
 
 
@@ -95,9 +99,10 @@ def dry_run(python: str, requirements: Path, pip_flags: list[str], target: list[
     start = time.monotonic()
     proc = run(cmd, capture_output=True)
     seconds = time.monotonic() - start
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    errors = [line.removeprefix("ERROR: ") for line in proc.stderr.splitlines() if line.startswith("ERROR")]
     if proc.returncode != 0 or not report.exists():
-        return None, (errors[-1] if errors else f"pip exited with {proc.returncode}"), seconds
+        named = [line for line in errors if "torch" in line]  # pip's last line is often the generic one
+        return None, (named or errors or [f"pip exited with {proc.returncode}"])[0], seconds
     return json.loads(report.read_text())["install"], "", seconds
 
 
@@ -131,8 +136,9 @@ def check_resolution(python: str, pip_flags: list[str], workdir: Path, failures:
             failures.append(f"{label}: not the CPU build of torch, or CUDA packages pulled in")
 
     # Community Cloud's default. pip evaluates the markers with this interpreter, which is Linux too.
-    label = "Community Cloud default (CPython 3.12, manylinux_2_28_x86_64)"
-    install, error, seconds = dry_run(python, REQUIREMENTS, pip_flags, CLOUD_TARGET, workdir)
+    label = "Community Cloud default (CPython 3.12, Linux x86_64, glibc 2.31)"
+    target = [*CLOUD_TARGET, str(workdir / "target-3.12")]
+    install, error, seconds = dry_run(python, REQUIREMENTS, pip_flags, target, workdir)
     if install is not None:
         torch, cuda = describe(install)
         figures["cloud_312"] = f"{torch}; {len(install)} packages; CUDA packages: {', '.join(cuda) or 'none'}"
@@ -143,15 +149,15 @@ def check_resolution(python: str, pip_flags: list[str], workdir: Path, failures:
         rest = workdir / "requirements-without-torch.txt"
         rest.write_text("".join(line for line in REQUIREMENTS.read_text().splitlines(keepends=True)
                                 if not re.match(r"\s*torch\b", line)))
-        others, error2, seconds = dry_run(python, rest, pip_flags, CLOUD_TARGET, workdir)
+        others, error2, seconds = dry_run(python, rest, pip_flags, target, workdir)
         if others is None:
             failures.append(f"{label}: the packages other than torch do not resolve: {error2}")
             figures["cloud_312"] = f"does not resolve: {error2}"
         else:
             _, cuda = describe(others)
-            figures["cloud_312"] = (f"torch: {error.removeprefix('ERROR: ')} (PyTorch's index is "
-                                    f"{index_reachable()}); every other package resolves to a wheel: "
-                                    f"{len(others)} packages, CUDA packages: {', '.join(cuda) or 'none'}")
+            figures["cloud_312"] = (f"no torch+cpu wheel for 3.12 within reach (PyTorch's index is "
+                                    f"{index_reachable()}; pip: {error}); every other package resolves to a "
+                                    f"wheel: {len(others)} packages, CUDA packages: {', '.join(cuda) or 'none'}")
     print(f"{label}, {seconds:.0f} s: {figures['cloud_312']}")
     return figures
 
@@ -162,9 +168,13 @@ def check_install(python: str, pip_flags: list[str], venv: Path, failures: list[
     run([python, "-m", "venv", str(venv)], check=True)
     vpy = str(venv / "bin" / "python")
     start = time.monotonic()
-    proc = run([vpy, "-m", "pip", "install", *pip_flags, "--quiet", "-r", str(REQUIREMENTS)])
+    proc = run([vpy, "-m", "pip", "install", *pip_flags, "--quiet", "-r", str(REQUIREMENTS)], capture_output=True)
     figures["install_seconds"] = f"{time.monotonic() - start:.0f} s"
+    skipped = len(re.findall(r"Could not fetch URL|Retrying \(", proc.stderr))
+    if skipped:
+        print(f"pip warned {skipped} times about an index it could not reach (it skips that index)")
     if proc.returncode != 0:
+        print(proc.stdout[-2000:] + proc.stderr[-4000:])
         failures.append(f"pip install -r requirements.txt exited with {proc.returncode}")
         return figures
     probe = ("import json, torch; print(json.dumps({'version': torch.__version__, 'cuda': torch.version.cuda, "
