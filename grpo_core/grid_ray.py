@@ -63,6 +63,29 @@ def train_chunk_task(grid: dict, start: int, stop: int, crash_dir: str | None = 
     return train_chunk(up, g.member_configs(range(start, stop))), sft_finals(up)
 
 
+def connect(address: str | None = None, num_cpus: int = LOCAL_NUM_CPUS) -> bool:
+    """Connect this process to Ray unless it already is: to `address` if given, else to a new
+    local instance with num_cpus CPUs. True when this call connected (so the caller shuts down)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    import grpo_core
+    # Ship this package to the workers, so a cluster needs only the dependencies installed.
+    runtime_env = {"py_modules": [str(Path(grpo_core.__file__).parent)], "excludes": ["__pycache__"]}
+    kwargs = dict(runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
+                  logging_level="warning")
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    except Exception as e:  # a wrong address or an unreachable cluster: one line, not a traceback
+        from .grid import GridError
+        raise GridError(f"could not connect to Ray{' at ' + address if address else ''}: "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return True
+
+
 def run_ray(grid, plan: Sequence[range], on_chunk: Callable, address: str | None = None,
             num_cpus: int = LOCAL_NUM_CPUS, max_retries: int = MAX_RETRIES,
             crash_dir: str | None = None) -> dict | None:
@@ -75,18 +98,7 @@ def run_ray(grid, plan: Sequence[range], on_chunk: Callable, address: str | None
     SFT start's metrics (from any finished task), or None if none finished.
     """
     ray = _import_ray()
-    import grpo_core
-    started = False
-    if not ray.is_initialized():
-        runtime_env = {"py_modules": [str(Path(grpo_core.__file__).parent)],
-                       "excludes": ["__pycache__"]}
-        kwargs = dict(runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
-                      logging_level="warning")
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=num_cpus, **kwargs)
-        started = True
+    started = connect(address, num_cpus)
     try:
         task = ray.remote(num_cpus=1, max_retries=max_retries)(train_chunk_task)
         grid_ref = ray.put(grid.to_dict())
@@ -96,7 +108,15 @@ def run_ray(grid, plan: Sequence[range], on_chunk: Callable, address: str | None
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(ready)
-            finals, sft = ray.get(ready)
+            try:
+                finals, sft = ray.get(ready)
+            except ray.exceptions.RayError as e:  # retries exhausted, or the task raised
+                from .grid import GridError
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise GridError(f"chunk {index + 1} of {len(plan)} failed after {max_retries} "
+                                f"retries: {type(e).__name__}: {first}") from None
             if on_chunk(index, finals) is False:
                 for ref in pending:
                     ray.cancel(ref, force=True)
