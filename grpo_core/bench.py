@@ -53,6 +53,15 @@ def grpo_default_seconds() -> float:
     return time.perf_counter() - start
 
 
+def map_default_seconds() -> float:
+    """The default hyperparameter map from nothing: upstream built, then lr x kl_coef, 8 x 8 cells
+    x 4 seeds x 300 iterations (256 runs) in the grid's bounded chunks, reduced per cell."""
+    from .grid import default_map, run_grid
+    start = time.perf_counter()
+    run_grid(default_map())
+    return time.perf_counter() - start
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (ru_maxrss is KB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -89,8 +98,8 @@ def run(rounds: int = 3, reference: Path | None = None,
         log: Callable[[str], None] | None = None) -> dict:
     """Measure everything; `log` receives human-readable lines as figures come in.
 
-    The last four lines logged are `name: value` for notebook_seconds, sweep64_seconds,
-    grpo_default_seconds and peak_rss_mb, in that order.
+    The last five lines logged are `name: value` for notebook_seconds, sweep64_seconds,
+    grpo_default_seconds, map_default_seconds and peak_rss_mb, in that order.
     """
     say = log or (lambda line: None)
     rounds_s = notebook_seconds(rounds)
@@ -104,6 +113,9 @@ def run(rounds: int = 3, reference: Path | None = None,
     figures["grpo_default_seconds"] = grpo_default_seconds()
     say(f"default GRPO run, cold (task + SFT + reward model + 500 iterations): "
         f"{figures['grpo_default_seconds']:.3f}s")
+    figures["map_default_seconds"] = map_default_seconds()
+    say(f"default hyperparameter map, cold (upstream + lr x kl_coef, 8 x 8 cells x 4 seeds x 300 "
+        f"iterations = 256 runs): {figures['map_default_seconds']:.3f}s")
     figures["peak_rss_mb"] = peak_rss_mb()
 
     result = {**figures, "notebook_rounds": rounds_s, "reference": None}
@@ -127,6 +139,7 @@ def run(rounds: int = 3, reference: Path | None = None,
     say(f"notebook_seconds: {figures['notebook_seconds']:.3f}")
     say(f"sweep64_seconds: {figures['sweep64_seconds']:.3f}")
     say(f"grpo_default_seconds: {figures['grpo_default_seconds']:.3f}")
+    say(f"map_default_seconds: {figures['map_default_seconds']:.3f}")
     say(f"peak_rss_mb: {figures['peak_rss_mb']:.1f}")
     return result
 

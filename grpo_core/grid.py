@@ -41,6 +41,10 @@ MAX_CHUNK_BYTES = 64 * 2**20
 CELL_METRICS = {"true_reward": "true_reward", "kl": "kl_ref", "correct_prob": "correct_prob",
                 "rm_reward": "rm_reward", "entropy": "entropy"}
 QUANTILES = {"p10": 0.1, "p90": 0.9}
+# The default map (page and bench): learning rate x KL coefficient, 8 x 8 cells x 4 seeds x 300
+# iterations = 256 runs.
+DEFAULT_X, DEFAULT_Y = "lr=1e-4:1e-1:8:log", "kl_coef=0:0.5:8"
+DEFAULT_SEEDS, DEFAULT_ITERATIONS = 4, 300
 
 
 class GridError(ValueError):
@@ -226,6 +230,14 @@ def make_grid(method: str, x: Axis, y: Axis, seeds: int, base: GRPOConfig | None
     return grid
 
 
+def default_map(method: str = "grpo") -> Grid:
+    """The default map: lr 1e-4 to 1e-1 (log) x kl_coef 0 to 0.5, 8 x 8 cells x 4 seeds x 300
+    iterations."""
+    cfg_type = METHODS[method]
+    return make_grid(method, parse_axis(DEFAULT_X, cfg_type), parse_axis(DEFAULT_Y, cfg_type),
+                     DEFAULT_SEEDS, iterations=DEFAULT_ITERATIONS)
+
+
 def grid_work(grid: Grid) -> int:
     """Work of the whole grid in the units of MAX_WORK_PER_REQUEST."""
     return request_work(grid.configs())
@@ -302,10 +314,20 @@ class GridResult:
     seconds: float
     chunks: int
     stopped: bool
+    setup_seconds: float = 0.0   # before training: the upstream (local) or connecting to Ray
 
     @property
     def runs(self) -> int:
         return len(self.members)
+
+    @property
+    def run_iterations(self) -> int:
+        return int(self.members["iterations"].sum()) if self.runs else 0
+
+    @property
+    def run_iterations_per_second(self) -> float:
+        """Throughput while training: run-iterations of finished chunks per second after setup."""
+        return self.run_iterations / max(self.seconds - self.setup_seconds, 1e-9)
 
     def to_json(self) -> dict:
         """The CLI's --json object: backend, runs, seconds, cells (x, y and the statistics)."""
@@ -314,6 +336,8 @@ class GridResult:
                 "method": g.method, "x": {"field": g.x.field, "values": list(g.x.values)},
                 "y": {"field": g.y.field, "values": list(g.y.values)}, "seeds": g.seeds,
                 "iterations": g.base.iterations, "chunks": self.chunks, "stopped": self.stopped,
+                "setup_seconds": self.setup_seconds, "run_iterations": self.run_iterations,
+                "run_iterations_per_second": self.run_iterations_per_second,
                 "sft": self.sft, "cells": self.cells.to_dict(orient="records")}
 
 
@@ -404,18 +428,20 @@ def run_grid(grid: Grid, backend: str = "local", on_progress: Callable[[Progress
         state["runs"] += len(plan[index])
         return report()
 
+    setup = {"seconds": 0.0}
     if backend == "local":
         if up is None:
             up = build_upstream(grid.problem, grid.sft, grid.rm)
+        setup["seconds"] = time.perf_counter() - start
         run_local(grid, plan, on_chunk, lambda done: report(done), up=up, **backend_options)
         sft = sft_finals(up)
     elif backend == "ray":
         from .grid_ray import run_ray
-        sft = run_ray(grid, plan, on_chunk, **backend_options)
+        sft = run_ray(grid, plan, on_chunk, setup=setup, **backend_options)
         if sft is None:  # no chunk finished: the SFT start is still worth reporting
             sft = sft_finals(build_upstream(grid.problem, grid.sft, grid.rm))
     else:
         raise GridError(f"backend must be local or ray, got {backend!r}")
     stopped = state["stopped"] or len(finals) < grid.runs
     return GridResult(grid, backend, aggregate(grid, finals, sft), _members_frame(grid, finals),
-                      sft, time.perf_counter() - start, state["chunks"], stopped)
+                      sft, time.perf_counter() - start, state["chunks"], stopped, setup["seconds"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -88,17 +89,21 @@ def connect(address: str | None = None, num_cpus: int = LOCAL_NUM_CPUS) -> bool:
 
 def run_ray(grid, plan: Sequence[range], on_chunk: Callable, address: str | None = None,
             num_cpus: int = LOCAL_NUM_CPUS, max_retries: int = MAX_RETRIES,
-            crash_dir: str | None = None) -> dict | None:
+            crash_dir: str | None = None, setup: dict | None = None) -> dict | None:
     """Train every chunk of `plan` as a Ray task; on_chunk(index, finals) as each finishes.
 
     Uses the Ray instance this process is already connected to; else connects to `address`
     (an existing cluster, e.g. "ray://head:10001" or "auto"); else starts a local instance with
     num_cpus CPUs and shuts it down at the end. The grpo_core package is shipped to the workers
     (runtime_env py_modules); the cluster needs torch, numpy and pandas installed. Returns the
-    SFT start's metrics (from any finished task), or None if none finished.
+    SFT start's metrics (from any finished task), or None if none finished. setup["seconds"]
+    receives the time taken to connect.
     """
     ray = _import_ray()
+    start = time.perf_counter()
     started = connect(address, num_cpus)
+    if setup is not None:
+        setup["seconds"] = time.perf_counter() - start
     try:
         task = ray.remote(num_cpus=1, max_retries=max_retries)(train_chunk_task)
         grid_ref = ray.put(grid.to_dict())
