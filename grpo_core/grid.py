@@ -399,22 +399,26 @@ def run_local(grid: Grid, plan: Sequence[range], on_chunk, on_fraction=None, up=
 
 
 def run_grid(grid: Grid, backend: str = "local", on_progress: Callable[[Progress], bool | None] | None = None,
-             chunk_runs: int = CHUNK_RUNS, up=None, **backend_options) -> GridResult:
+             chunk_runs: int = CHUNK_RUNS, up=None, finals: dict[int, dict] | None = None,
+             **backend_options) -> GridResult:
     """Train the grid chunk by chunk on `backend` ("local" or "ray") and reduce it per cell.
 
     on_progress(Progress) is called as chunks finish (and, locally, inside chunks); returning
     False stops the grid, keeping every cell whose seeds all finished. `up` (local only): an
-    Upstream already built from grid.problem, grid.sft and grid.rm.
+    Upstream already built from grid.problem, grid.sft and grid.rm. `finals`: a dict that receives
+    each finished member's final metrics as its chunk finishes (so a caller interrupted mid-grid
+    keeps them); chunks whose members it already holds are not trained again (resume).
     """
     start = time.perf_counter()
-    plan = chunk_plan(grid, chunk_runs)
-    finals: dict[int, dict] = {}
-    state = {"chunks": 0, "runs": 0, "stopped": False}
+    full_plan = chunk_plan(grid, chunk_runs)
+    finals = {} if finals is None else finals
+    plan = [chunk for chunk in full_plan if any(m not in finals for m in chunk)]
+    state = {"chunks": len(full_plan) - len(plan), "runs": len(finals), "stopped": False}
 
     def report(done=None):
         if on_progress is None:
             return None
-        p = Progress(state["runs"], grid.runs, state["chunks"], len(plan),
+        p = Progress(state["runs"], grid.runs, state["chunks"], len(full_plan),
                      time.perf_counter() - start, state["runs"] if done is None else done)
         if on_progress(p) is False:
             state["stopped"] = True
@@ -425,23 +429,24 @@ def run_grid(grid: Grid, backend: str = "local", on_progress: Callable[[Progress
         for m, f in zip(plan[index], chunk_finals):
             finals[m] = f
         state["chunks"] += 1
-        state["runs"] += len(plan[index])
+        state["runs"] = len(finals)
         return report()
 
     setup = {"seconds": 0.0}
-    if backend == "local":
+    if backend not in ("local", "ray"):
+        raise GridError(f"backend must be local or ray, got {backend!r}")
+    if backend == "local" or not plan:
         if up is None:
             up = build_upstream(grid.problem, grid.sft, grid.rm)
         setup["seconds"] = time.perf_counter() - start
-        run_local(grid, plan, on_chunk, lambda done: report(done), up=up, **backend_options)
+        base = len(finals)
+        run_local(grid, plan, on_chunk, lambda done: report(base + done), up=up, **backend_options)
         sft = sft_finals(up)
     elif backend == "ray":
         from .grid_ray import run_ray
         sft = run_ray(grid, plan, on_chunk, setup=setup, **backend_options)
         if sft is None:  # no chunk finished: the SFT start is still worth reporting
             sft = sft_finals(build_upstream(grid.problem, grid.sft, grid.rm))
-    else:
-        raise GridError(f"backend must be local or ray, got {backend!r}")
     stopped = state["stopped"] or len(finals) < grid.runs
     return GridResult(grid, backend, aggregate(grid, finals, sft), _members_frame(grid, finals),
                       sft, time.perf_counter() - start, state["chunks"], stopped, setup["seconds"])

@@ -178,6 +178,17 @@ def test_stop_keeps_the_finished_cells(small_grid, small_result, upstream):
     fractions = [p.fraction for p in seen]
     assert fractions == sorted(fractions) and 0 < fractions[0] < 0.5 and fractions[-1] == 0.5
 
+    # resumed from the members it kept: only the second chunk trains, and the map is complete
+    kept = {}
+    run_grid(small_grid, chunk_runs=6, up=upstream, finals=kept,
+             on_progress=lambda p: False if p.chunks_done == 1 else None)
+    assert sorted(kept) == list(range(6))
+    seen.clear()
+    resumed = run_grid(small_grid, chunk_runs=6, up=upstream, finals=kept, on_progress=seen.append)
+    assert not resumed.stopped and seen[0].runs_done == 6 and seen[-1].chunks_done == 2
+    np.testing.assert_array_equal(resumed.cells.drop(columns="beats_sft").to_numpy(),
+                                  small_result.cells.drop(columns="beats_sft").to_numpy())
+
     # stopped inside the first chunk: no cell has all its seeds, so none is shown
     early = run_grid(small_grid, chunk_runs=6, up=upstream,
                      on_progress=lambda p: False if p.done > 1 else None)
