@@ -447,6 +447,13 @@ def run_grid(grid: Grid, backend: str = "local", on_progress: Callable[[Progress
         sft = run_ray(grid, plan, on_chunk, setup=setup, **backend_options)
         if sft is None:  # no chunk finished: the SFT start is still worth reporting
             sft = sft_finals(build_upstream(grid.problem, grid.sft, grid.rm))
-    stopped = state["stopped"] or len(finals) < grid.runs
+    return result_from_finals(grid, finals, sft, backend, time.perf_counter() - start,
+                              state["chunks"], state["stopped"], setup["seconds"])
+
+
+def result_from_finals(grid: Grid, finals: dict[int, dict], sft: dict, backend: str = "local",
+                       seconds: float = 0.0, chunks: int = 0, stopped: bool = False,
+                       setup_seconds: float = 0.0) -> GridResult:
+    """A GridResult from the members finished so far (stopped whenever some are missing)."""
     return GridResult(grid, backend, aggregate(grid, finals, sft), _members_frame(grid, finals),
-                      sft, time.perf_counter() - start, state["chunks"], stopped, setup["seconds"])
+                      sft, seconds, chunks, stopped or len(finals) < grid.runs, setup_seconds)
