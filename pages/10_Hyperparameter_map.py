@@ -18,14 +18,20 @@ prefix = maps.METHOD_PAGES[choice.method][1]
 base = ui.stored_config(METHODS[choice.method], prefix)   # the method page's settings or the link's
 
 
-def log_choices(field):
-    """The values the method page's log slider offers for `field` (None if it has none)."""
-    meta = {f.name: f for f in config_fields(METHODS[choice.method])}[field]
-    return ui._log_grid(meta.metadata["lo"], meta.metadata["hi"], meta.default) if meta.metadata.get("log") else None
+def widget_values(field, axis):
+    """The axis's values as the method page's widget shows them: a log slider's 1-2-5 values,
+    a float slider's 0.01 steps; so clicking a cell opens exactly that cell."""
+    f = {f.name: f for f in config_fields(METHODS[choice.method])}[field]
+    if f.metadata.get("log"):
+        choices = ui._log_grid(f.metadata["lo"], f.metadata["hi"], f.default)
+        return maps.slider_values(axis.lo, axis.hi, len(axis.values), choices)
+    if isinstance(f.default, float):
+        return tuple(round(v, 2) for v in axis.values)
+    return axis.values
 
 
 try:
-    grid = maps.build_map(choice, base, ui.upstream_configs(), log_choices)
+    grid = maps.build_map(choice, base, ui.upstream_configs(), widget_values)
 except GridError as err:
     st.error(str(err))
     st.stop()

@@ -63,9 +63,13 @@ def test_heatmap_spec(small):
     assert len(maps.heatmap_chart(small, "kl", current=GRPOConfig(lr=0.5)).to_dict()["layer"]) == 2
 
 
-def test_snap_values_to_a_log_slider():
-    assert maps.snap_values([1e-4, 2.68e-4, 7.2e-4, 1.93e-3], [1e-4, 2e-4, 5e-4, 1e-3, 2e-3]) == (
-        1e-4, 2e-4, 1e-3, 2e-3)
+def test_slider_values_are_spread_over_the_range():
+    choices = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2]
+    assert maps.slider_values(1e-4, 0.1, 10, choices) == (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3,
+                                                           1e-2, 2e-2, 5e-2, 0.1)
+    assert maps.slider_values(1e-4, 0.1, 4, choices) == (1e-4, 1e-3, 1e-2, 0.1)
+    assert maps.slider_values(1e-4, 0.1, 16, choices) == maps.slider_values(1e-4, 0.1, 10, choices)
+    assert maps.slider_values(3e-4, 4e-4, 2, choices) == (2e-4,)   # none inside: the one nearest lo
 
 
 def test_build_map_checks_the_work_cap():
@@ -94,9 +98,10 @@ def test_page_draws_a_small_map():
     spec = json.loads(chart.proto.spec)
     assert any("href" in layer.get("encoding", {}) for layer in spec["layer"])
     assert "2 × 2 cells × 2 seeds = 8 runs" in " ".join(c.value for c in at.caption)
-    # lr's log axis is snapped to the GRPO page's slider values (1e-4 and 0.1 are on it)
+    # lr's log axis takes the GRPO page's slider values (1e-4 and 0.1 are on it), kl_coef its steps
     table = at.dataframe[0].value
     assert sorted(table["lr"].unique()) == [1e-4, 0.1]
+    assert sorted(table["kl_coef"].unique()) == [0.0, 0.5]
     # colouring by another metric reuses the cached map
     at.selectbox(key="map_metric").set_value("kl").run()
     assert not at.exception and len(at.get("vega_lite_chart")) == 1

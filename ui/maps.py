@@ -17,11 +17,12 @@ from typing import Callable, Sequence
 from urllib.parse import urlencode
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from grpo_core import ConfigError, GRPOConfig, check_budget, config_fields
-from grpo_core.grid import (CELL_METRICS, DEFAULT_ITERATIONS, DEFAULT_SEEDS, MAX_AXIS_VALUES,
+from grpo_core.grid import (CELL_METRICS, Axis, DEFAULT_ITERATIONS, DEFAULT_SEEDS, MAX_AXIS_VALUES,
                             MAX_SEEDS, METHODS, Grid, GridError, GridResult, make_axis,
                             make_grid, numeric_fields, result_from_finals, run_grid, sft_finals)
 
@@ -107,24 +108,27 @@ def controls() -> MapChoice:
     return MapChoice(method, x, y, int(seeds), int(iterations), metric)
 
 
-def snap_values(values: Sequence[float], choices: Sequence[float]) -> tuple:
-    """Each value replaced by the log-nearest of `choices` (a log slider's values), duplicates
-    dropped: then every cell is a setting its method page can show, and its link opens exactly it."""
-    return tuple(dict.fromkeys(min(choices, key=lambda c: abs(math.log(c) - math.log(v)))
-                               for v in values))
+def slider_values(lo: float, hi: float, count: int, choices: Sequence[float]) -> tuple:
+    """`count` of a log slider's values (`choices`) from lo to hi, evenly spaced in their order:
+    then every cell is a setting its method page can show, and its link opens exactly it."""
+    inside = sorted(c for c in choices if lo <= c <= hi) or [min(choices, key=lambda c: abs(
+        math.log(c) - math.log(lo)))]
+    if count >= len(inside):
+        return tuple(inside)
+    return tuple(dict.fromkeys(inside[round(i)] for i in np.linspace(0, len(inside) - 1, count)))
 
 
 def build_map(choice: MapChoice, base: GRPOConfig, upstream_configs: tuple,
-              log_choices: Callable[[str], Sequence[float] | None] | None = None) -> Grid:
+              widget_values: Callable[[str, Axis], tuple] | None = None) -> Grid:
     """The Grid the choice asks for, from the method page's config `base` (raises GridError).
-    log_choices(field): the values a log slider offers for that field (None if it is not one)."""
+    widget_values(field, axis): the axis's values as the method page's widget can show them
+    (a log slider's values, a slider's step), so a cell's link opens exactly that cell."""
     cfg_type = METHODS[choice.method]
     axes = []
     for a in (choice.x, choice.y):
         axis = make_axis(cfg_type, a.field, a.lo, a.hi, a.count, a.log)
-        grid_values = log_choices(a.field) if log_choices is not None else None
-        if grid_values:
-            axis = dataclasses.replace(axis, values=snap_values(axis.values, grid_values))
+        if widget_values is not None:
+            axis = dataclasses.replace(axis, values=tuple(dict.fromkeys(widget_values(a.field, axis))))
         axes.append(axis)
     grid = make_grid(choice.method, axes[0], axes[1], choice.seeds, base, choice.iterations,
                      *upstream_configs)
