@@ -4,9 +4,10 @@ import streamlit as st
 import ui
 from grpo_core import config_fields
 from grpo_core.grid import METHODS, GridError
-from ui import maps
+from ui import live, maps
 
 ui.page("Hyperparameter map")
+live.adopt_params(("problem", "sft", "rm", "grpo", "rlvr"))   # a shared link's settings
 st.title("Hyperparameter map")
 st.markdown("After *what does this knob do?* comes *where does it work?* Pick two settings and a "
             "range for each: every cell of the grid trains several seeds, and is coloured by an "

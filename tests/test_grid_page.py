@@ -107,6 +107,24 @@ def test_page_draws_a_small_map():
     assert not at.exception and len(at.get("vega_lite_chart")) == 1
 
 
+def test_page_takes_the_method_settings_from_a_shared_link():
+    at = run_page(SMALL_STATE, {"grpo_clip_eps": "0.3", "grpo_lr": "0.01", "problem_seed": "7"})
+    assert not at.exception and not at.error
+    rows = chart_rows(at.get("vega_lite_chart")[0])
+    cells = [r for r in rows if r.get("url")]
+    assert len(cells) == 4
+    assert all("grpo_clip_eps=0.3" in r["url"] and "problem_seed=7" in r["url"] for r in cells)
+    # the marker: the link's lr 0.01 lies inside the lr axis (1e-4 to 0.1), kl_coef 0.05 too
+    assert any(r.get("what") == "current page settings" for r in rows)
+
+
+def chart_rows(chart) -> list[dict]:
+    """The rows of every dataset Streamlit sent with a chart (Arrow IPC streams)."""
+    import pyarrow as pa
+    return [row for ds in chart.proto.datasets
+            for row in pa.ipc.open_stream(ds.data.data).read_all().to_pylist()]
+
+
 def test_page_bad_range_is_an_error_not_a_traceback():
     at = run_page({**SMALL_STATE, "map_x_lo_lr": 0.05, "map_x_hi_lr": 0.001})
     assert not at.exception
