@@ -271,7 +271,9 @@ def member_finals(results) -> list[dict]:
     """Per RunResult: its exact final metrics (CELL_METRICS names), iterations and status."""
     out = []
     for r in results:
-        last = r.history.iloc[-1]
+        # A run that diverged at its first iteration has no history row: its final (SFT) policy's
+        # per-context table gives the same exact metrics (contexts are uniform).
+        last = r.history.iloc[-1] if len(r.history) else r.per_context.mean(numeric_only=True)
         out.append({**{name: float(last[col]) for name, col in CELL_METRICS.items()},
                     "iterations": int(r.completed_iterations), "status": r.status or "finished"})
     return out

@@ -230,3 +230,16 @@ def test_cli_bad_specs_exit_2_with_one_line(args, message):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}") and out.stdout == ""
+
+
+def test_member_finals_of_a_run_without_history(upstream):
+    import dataclasses
+    from grpo_core.grid import member_finals
+    (run,) = run_many(upstream, [GRPOConfig(iterations=12, lr=0.01)])
+    (full,) = member_finals([run])
+    # a run that diverged at its first iteration keeps no history row: its per-context table
+    # (exact metrics of its final policy, uniform over contexts) gives the same numbers
+    (empty,) = member_finals([dataclasses.replace(run, history=run.history.iloc[:0], status="diverged")])
+    for name in CELL_METRICS:
+        np.testing.assert_allclose(empty[name], full[name], atol=1e-6)
+    assert empty["status"] == "diverged" and full["status"] == "finished"
