@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -64,6 +65,18 @@ def train_chunk_task(grid: dict, start: int, stop: int, crash_dir: str | None = 
     return train_chunk(up, g.member_configs(range(start, stop))), sft_finals(up)
 
 
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an unreachable HOST:PORT (Ray itself retries its GCS for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        from .grid import GridError
+        raise GridError(f"could not connect to Ray at {address}: {e.strerror or e}") from None
+
+
 def connect(address: str | None = None, num_cpus: int = LOCAL_NUM_CPUS) -> bool:
     """Connect this process to Ray unless it already is: to `address` if given, else to a new
     local instance with num_cpus CPUs. True when this call connected (so the caller shuts down)."""
@@ -75,6 +88,8 @@ def connect(address: str | None = None, num_cpus: int = LOCAL_NUM_CPUS) -> bool:
     runtime_env = {"py_modules": [str(Path(grpo_core.__file__).parent)], "excludes": ["__pycache__"]}
     kwargs = dict(runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
                   logging_level="warning")
+    if address:
+        _probe(address)
     try:
         if address:
             ray.init(address=address, **kwargs)

@@ -224,6 +224,8 @@ def test_cli_json_contract():
     (["--x", "lr=1e-4:1e-1:8:log", "--y", "kl_coef=0:0.5:99"], "--y: kl_coef: the number of values must be 1 to 16, got 99"),
     (["--x", "lr=1e-4:1e-1:8:log", "--y", "kl_coef=0:0.5:8", "--seeds", "0"], "--seeds must be 1 to 16, got 0"),
     (["--x", "lr=1e-4:1e-1:8:log", "--y", "kl_coef=0:0.5:8", "--address", "auto"], "--address needs --backend ray"),
+    (["--x", "lr=1e-4:1e-1:2:log", "--y", "kl_coef=0:0.5:2", "--backend", "ray", "--address",
+      "127.0.0.1:1"], "could not connect to Ray at 127.0.0.1:1"),
 ])
 def test_cli_bad_specs_exit_2_with_one_line(args, message):
     out = run_cli(*args)
