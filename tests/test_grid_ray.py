@@ -20,6 +20,8 @@ from grpo_core import RLVRConfig
 from grpo_core.grid import GridError, make_grid, parse_axis, run_grid
 from grpo_core.grid_ray import connect
 
+pytestmark = pytest.mark.slow   # a local Ray instance takes seconds to start
+
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-6
 GRID = dict(method="grpo", x=parse_axis("lr=1e-3:3e-2:3:log"), y=parse_axis("kl_coef=0:0.5:2"),
