@@ -21,8 +21,9 @@ $(VENV)/.installed-req: requirements.txt | $(PY)
 	$(PIP_INSTALL) -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-test: requirements-test.txt requirements.txt | $(PY)
-	$(PIP_INSTALL) -r requirements-test.txt
+# The tests also cover the optional Ray backend of `grid`, so they install requirements-ray.txt too.
+$(VENV)/.installed-test: requirements-test.txt requirements.txt requirements-ray.txt | $(PY)
+	$(PIP_INSTALL) -r requirements-test.txt -r requirements-ray.txt
 	touch $@
 
 ## run: start the app on http://localhost:8501
