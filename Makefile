@@ -6,18 +6,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
+# requirements.txt names PyTorch's CPU index; where it cannot be reached (this machine: no DNS for it) pip
+# skips it, but by default only after 5 retries with backoff for each of the ~40 packages (6 min for a
+# dry run here). One retry, no backoff, and a 10 s socket timeout keep an unreachable index cheap.
+PIP_FLAGS ?= --retries 1 --timeout 10
+PIP_INSTALL := $(PY) -m pip install $(PIP_FLAGS)
 
-.PHONY: run test bench screenshots load-test chromium clean
+.PHONY: run test bench screenshots load-test cloud-check chromium clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-req: requirements.txt | $(PY)
-	$(PY) -m pip install -r requirements.txt
+	$(PIP_INSTALL) -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-test: requirements-test.txt requirements.txt | $(PY)
-	$(PY) -m pip install -r requirements-test.txt
+# The tests also cover the optional Ray backend of `grid`, so they install requirements-ray.txt too.
+$(VENV)/.installed-test: requirements-test.txt requirements.txt requirements-ray.txt | $(PY)
+	$(PIP_INSTALL) -r requirements-test.txt -r requirements-ray.txt
 	touch $@
 
 ## run: start the app on http://localhost:8501
@@ -51,6 +57,10 @@ screenshots: $(VENV)/.installed-test chromium
 ## load-test: 20 concurrent browser sessions against one local app process (figures; not in make test)
 load-test: $(VENV)/.installed-test chromium
 	$(PY) scripts/load_test.py --sessions 20
+
+## cloud-check: install requirements.txt into a fresh venv as a host would; torch build, CUDA packages, size, memory
+cloud-check: chromium
+	$(PYTHON) scripts/cloud_install_check.py --pip-flags="$(PIP_FLAGS)"
 
 clean:
 	rm -rf $(VENV) test-output

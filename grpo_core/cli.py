@@ -3,6 +3,7 @@
     python -m grpo_core grpo --group-size 16 --kl-coef 0.1 --seeds 8
     python -m grpo_core sweep --group-sizes 2,4,8,16 --json
     python -m grpo_core notebook
+    python -m grpo_core grid --x lr=1e-4:1e-1:8:log --y kl_coef=0:0.5:8 --seeds 4 [--backend ray]
 
 Flags come from config_fields(cls): GRPO/RLVR settings are unprefixed (--group-size, --kl-coef),
 upstream ones are prefixed (--problem-seed, --sft-lr, --rm-steps), and `compare` prefixes its two
@@ -127,6 +128,8 @@ def build_parser() -> Parser:
     p.add_argument("--seed", default="42", metavar="INT",
                    help=f"Seed of every stage. Range {field_range(ProblemConfig, 'seed')}; default 42.")
     p.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
+    from .grid_cli import add_grid_parser
+    add_grid_parser(sub)
     p = sub.add_parser("bench", help="Time the core's workloads and print the figures.",
                        description="Time the notebook workload, a 64-run sweep and one default "
                                    "GRPO run; optionally against the seed notebook script.")
@@ -502,10 +505,14 @@ def cmd_bench(args) -> tuple[dict, str]:
     return bench.run(rounds, reference, log=log), ""  # the lines were printed as they came
 
 
+def cmd_grid(args) -> tuple[dict, str]:
+    from .grid_cli import cmd_grid as run
+    return run(args)
+
+
 COMMAND_FUNCS = {"sft": cmd_sft, "rm": cmd_rm, "grpo": cmd_grpo, "rlvr": cmd_rlvr,
                  "sweep": cmd_sweep, "compare": cmd_compare, "landscape": cmd_landscape,
-                 "notebook": cmd_notebook,
-                 "bench": cmd_bench}
+                 "notebook": cmd_notebook, "bench": cmd_bench, "grid": cmd_grid}
 
 
 def cmd_seq(args) -> tuple[dict, str]:
