@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from .advantages import ADVANTAGE_ESTIMATORS as _ESTIMATOR_REGISTRY, ESTIMATOR_HELP
+
 C = TypeVar("C")
 
 # A cap on the work one request may ask for (iterations x epochs x prompts x group size x seeds):
@@ -164,7 +166,7 @@ class RewardModelConfig(_Validated):
                               f"is over the limit of {MAX_PRETRAIN_WORK:,}")
 
 
-ADVANTAGE_ESTIMATORS = ("grpo", "dr_grpo", "batch_std", "rloo", "none")
+ADVANTAGE_ESTIMATORS = tuple(_ESTIMATOR_REGISTRY)  # names only; help texts in advantages.py
 KL_ESTIMATORS = ("exact", "k1", "k2", "k3")
 KL_PLACEMENTS = ("loss", "reward")
 REWARDS = ("reward_model", "verifiable")
@@ -182,11 +184,7 @@ class GRPOConfig(_Validated):
     clip_eps: float = knob(0.2, 0.01, 1.0, "PPO clip range: the probability ratio is clipped to [1 - eps, 1 + eps] (TRL epsilon).")
     epochs: int = knob(2, 1, 16, "Passes over each sampled batch (PPO epochs, mu; TRL num_iterations).")
     seed: int = knob(0, 0, 2**31 - 1, "Seed of this run's sampling (prompts and responses).")
-    advantage_estimator: str = knob(
-        "grpo", choices=ADVANTAGE_ESTIMATORS,
-        help="Baseline and scale of the advantage: grpo = group mean and std (DeepSeekMath), "
-             "dr_grpo = group mean only (Dr. GRPO), batch_std = std over the batch (TRL "
-             "scale_rewards='batch'), rloo = leave-one-out mean (RLOO), none = plain REINFORCE.")
+    advantage_estimator: str = knob("grpo", choices=ADVANTAGE_ESTIMATORS, help=ESTIMATOR_HELP)
     kl_estimator: str = knob(
         "exact", choices=KL_ESTIMATORS,
         help="How the KL is estimated: exact sum over tokens, or from the sampled token with k1 = "

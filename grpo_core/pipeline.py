@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .config import GRPOConfig, ProblemConfig, RLVRConfig, RewardModelConfig, SFTConfig
-from .grpo import RunResult, train_grpo
+from .trainer import RunResult, train_grpo
 from .metrics import policy_metrics
 from .problem import Problem, make_problem
 from .reward_model import RewardModelResult, train_reward_model

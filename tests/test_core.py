@@ -19,7 +19,7 @@ from grpo_core import (ConfigError, GRPOConfig, MAX_WORK_PER_REQUEST, ProblemCon
                        RewardModelConfig, SFTConfig, check_budget, config_fields, field_range,
                        group_advantages, make_problem, policy_metrics, reference_metrics,
                        run_notebook, train_grpo, train_sft)
-from grpo_core.grpo import LossTerms, grpo_logits_grad, grpo_loss
+from grpo_core.losses import LossTerms, grpo_logits_grad, grpo_loss
 from grpo_core.models import BatchedAdam, PolicyNet, RewardNet
 
 EXACT = ["true_reward", "kl_ref", "entropy", "correct_prob", "rm_reward"]

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from grpo_core import GRPOConfig, RLVRConfig, run_many
-from grpo_core.grpo import LossTerms, advantages, grpo_logits_grad, grpo_loss, sampled_kl
+from grpo_core.advantages import advantages
+from grpo_core.losses import LossTerms, grpo_logits_grad, grpo_loss, sampled_kl
 from grpo_core.sampling import generator, sample_categorical
 
 F64 = torch.float64

@@ -16,9 +16,9 @@ One iteration, for each of E independent runs (members) at once:
 Members may differ in every GRPOConfig field. Each draws its randomness from its own generator,
 and shorter groups, fewer prompts, epochs or iterations are masked, so a member's trajectory is
 the one it would follow alone (to float round-off: batched matrix products may round a member
-differently, ~1e-7, depending on the batch). The policy is evaluated on the C contexts only, once per step, and
-samples gather from that (E, C, V) table; the gradient is backpropagated by hand
-(:func:`grpo_logits_grad`, checked against autograd of :func:`grpo_loss` in the tests).
+differently, ~1e-7, depending on the batch). The policy is evaluated on the C contexts only, once
+per step, and samples gather from that (E, C, V) table. Advantages come from advantages.py; the
+loss, its aggregation and its hand-written gradient from losses.py.
 """
 from __future__ import annotations
 
@@ -28,269 +28,16 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from .config import ADVANTAGE_ESTIMATORS as _ESTIMATOR_NAMES, GRPOConfig, check_budget
+from .advantages import member_advantages
+from .config import GRPOConfig, check_budget
+from .losses import LossTerms, aggregation_weights, context_weights, grpo_logits_grad, sampled_kl
 from .metrics import policy_metrics
 from .models import BatchedAdam
 from .problem import Problem
 from .sampling import generator, sample_categorical
 from .sft import SFTResult, sft_policy
 
-ADV_EPS = 1e-8          # added to the group std, as in the notebook and TRL
 CHUNK = 64              # iterations of randomness drawn per generator call
-
-
-def group_advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None, eps: float = ADV_EPS):
-    """rewards (E, P, G), valid (E, P, G) bool or None (all valid)
-    -> (advantages (E, P, G), zero_std (E, P) bool).
-
-        A_pg = (r_pg - mean_g r_pg) / (std_g r_pg + eps),   std with Bessel's correction (G - 1).
-
-    A group whose rewards are all equal carries no signal: its advantages are exactly 0 (the
-    formula would otherwise divide float round-off by eps). Invalid entries get advantage 0.
-    """
-    return advantages(rewards, valid, "grpo", eps)
-
-
-ADVANTAGE_ESTIMATORS = {
-    "grpo": "group mean and std: (r - mean_g r) / (std_g r + eps) (DeepSeekMath GRPO, TRL's default)",
-    "dr_grpo": "group mean only: r - mean_g r (Dr. GRPO; TRL scale_rewards='none')",
-    "batch_std": "group mean, std over the whole batch: (r - mean_g r) / (std_batch r + eps) "
-                 "(TRL scale_rewards='batch')",
-    "rloo": "leave-one-out mean: r_i - mean_{j != i} r_j (RLOO, Ahmadian et al. 2024)",
-    "none": "no baseline: A = r (plain REINFORCE)",
-}
-assert tuple(ADVANTAGE_ESTIMATORS) == _ESTIMATOR_NAMES
-
-
-def _total(x: torch.Tensor, dims: int = 1) -> torch.Tensor:
-    """Sum over the last `dims` dimensions, accumulated strictly in order (a cumulative sum).
-
-    Zeros padded in for the entries of a smaller group leave an in-order sum bit-for-bit
-    unchanged, whereas torch.sum's vectorized order depends on the padded length. This is what
-    keeps a member of a batch with larger groups on exactly its solo trajectory.
-    """
-    return x.flatten(-dims).cumsum(-1)[..., -1:].unflatten(-1, (1,) * dims)
-
-
-def advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None,
-               estimator: str = "grpo", eps: float = ADV_EPS):
-    """rewards (E, P, G), valid (E, P, G) bool or None -> (advantages (E, P, G), zero_std (E, P)).
-
-    estimator is one of ADVANTAGE_ESTIMATORS (n = group size, stds Bessel-corrected):
-        grpo       (r - mean_g) / (std_g + eps)
-        dr_grpo    r - mean_g
-        batch_std  (r - mean_g) / (std over the member's whole batch + eps)
-        rloo       r_i - (sum_g r - r_i) / (n - 1)
-        none       r
-    Every estimator gives 0 to invalid entries; those with a baseline give exactly 0 to a group
-    whose rewards are all equal (it carries no signal; float round-off would otherwise remain).
-    """
-    if estimator not in ADVANTAGE_ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {estimator!r}; "
-                         f"one of {', '.join(ADVANTAGE_ESTIMATORS)}")
-    if valid is None:
-        valid = torch.ones_like(rewards, dtype=torch.bool)
-    masked = torch.where(valid, rewards, 0.0)
-    hi = torch.where(valid, rewards, -torch.inf).amax(-1, keepdim=True)
-    lo = torch.where(valid, rewards, torch.inf).amin(-1, keepdim=True)
-    zero_std = hi <= lo
-    if estimator == "none":
-        return masked, zero_std.squeeze(-1)
-    n = valid.sum(-1, keepdim=True).clamp_min(2)
-    total = _total(masked)
-    if estimator == "rloo":
-        adv = masked - (total - masked) / (n - 1)
-    else:
-        dev = torch.where(valid, rewards - total / n, 0.0)
-        if estimator == "grpo":
-            adv = dev / ((_total(dev.square()) / (n - 1)).sqrt() + eps)
-        elif estimator == "batch_std":
-            n_b = valid.sum((-1, -2), keepdim=True).clamp_min(2)
-            dev_b = torch.where(valid, rewards - _total(masked, 2) / n_b, 0.0)
-            adv = dev / ((_total(dev_b.square(), 2) / (n_b - 1)).sqrt() + eps)
-        else:
-            adv = dev
-    return torch.where(zero_std | ~valid, 0.0, adv), zero_std.squeeze(-1)
-
-
-@dataclass(frozen=True)
-class LossTerms:
-    """Per-member settings of the loss, as tensors: the loss's knobs for E members at once.
-
-    clip_low, clip_high, dual_clip (E, 1): ratio clip range [1 - low, 1 + high], dual clip c (0 off);
-    beta_exact (E,): weight of the exact KL in the loss; beta_sample (E, 1): weight of a
-    sampled-token KL estimate k1/k2/k3 (k_code (E, 1): 1, 2 or 3); entropy_coef (E,).
-    """
-
-    clip_low: torch.Tensor
-    clip_high: torch.Tensor
-    dual_clip: torch.Tensor
-    beta_exact: torch.Tensor
-    beta_sample: torch.Tensor
-    k_code: torch.Tensor
-    entropy_coef: torch.Tensor
-
-    @classmethod
-    def simple(cls, clip_eps: torch.Tensor, kl_coef: torch.Tensor) -> "LossTerms":
-        """The notebook's loss: symmetric clip, exact KL in the loss, no entropy bonus."""
-        zeros = torch.zeros_like(kl_coef)
-        eps = clip_eps.reshape(-1, 1)
-        return cls(eps, eps, zeros.view(-1, 1), kl_coef, zeros.view(-1, 1),
-                   zeros.view(-1, 1).long(), zeros)
-
-    @classmethod
-    def from_configs(cls, configs: Sequence[GRPOConfig]) -> "LossTerms":
-        col = lambda values, dtype=torch.float32: torch.tensor(values, dtype=dtype).view(-1, 1)
-        in_loss = [c.kl_placement == "loss" for c in configs]
-        exact = [c.kl_estimator == "exact" for c in configs]
-        return cls(
-            clip_low=col([c.clip_eps for c in configs]),
-            clip_high=col([c.upper_clip_eps for c in configs]),
-            dual_clip=col([c.dual_clip for c in configs]),
-            beta_exact=torch.tensor([c.kl_coef * (l and x) for c, l, x in zip(configs, in_loss, exact)]),
-            beta_sample=col([c.kl_coef * (l and not x) for c, l, x in zip(configs, in_loss, exact)]),
-            k_code=col([KL_CODES[c.kl_estimator] for c in configs], torch.long),
-            entropy_coef=torch.tensor([c.entropy_coef for c in configs]))
-
-    def __post_init__(self):
-        # Derived once, not at every step: the ratio bounds, and which terms any member uses.
-        object.__setattr__(self, "ratio_low", 1 - self.clip_low)
-        object.__setattr__(self, "ratio_high", 1 + self.clip_high)
-        object.__setattr__(self, "flags", (
-            bool((self.beta_exact > 0).any()), bool((self.beta_sample > 0).any()),
-            bool((self.entropy_coef > 0).any()), bool((self.dual_clip > 0).any()),
-            bool((self.k_code > 0).any())))
-
-
-KL_CODES = {"exact": 0, "k1": 1, "k2": 2, "k3": 3}
-
-
-def sampled_kl(log_ratio: torch.Tensor, k_code: torch.Tensor):
-    """Per-sample KL estimates from log_ratio = log pi(v) - log pi_ref(v) at v ~ pi, and their
-    derivatives with respect to log pi(v) (Schulman's k1, k2, k3):
-
-        k1 = log_ratio                            d/dlogp = 1
-        k2 = log_ratio^2 / 2                      d/dlogp = log_ratio
-        k3 = exp(-log_ratio) + log_ratio - 1      d/dlogp = 1 - exp(-log_ratio)
-
-    k_code (E, 1) picks 1, 2 or 3 per member. Returns (value, derivative), each shaped like log_ratio.
-    """
-    inv = torch.exp(-log_ratio)
-    value = torch.where(k_code == 1, log_ratio,
-                        torch.where(k_code == 2, 0.5 * log_ratio.square(), inv + log_ratio - 1))
-    deriv = torch.where(k_code == 1, torch.ones_like(log_ratio),
-                        torch.where(k_code == 2, log_ratio, 1 - inv))
-    return value, deriv
-
-
-def _at_samples(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """table (C, V) or (E, C, V), index (E, S) flat c * V + v -> (E, S)."""
-    if table.dim() == 2:
-        return table.reshape(-1)[index]
-    return table.flatten(1).gather(1, index)
-
-
-def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
-              old_logp: torch.Tensor, adv: torch.Tensor, weight: torch.Tensor,
-              ctx_weight: torch.Tensor, clip_eps: torch.Tensor, kl_coef: torch.Tensor,
-              terms: LossTerms | None = None):
-    """The GRPO loss per member, differentiable (the reference the hand-written gradient matches).
-
-        L = -sum_s w_s obj_s + beta * KL_batch - c_H * H_batch
-        obj_s = min(rho_s A_s, clip(rho_s, 1 - eps_lo, 1 + eps_hi) A_s), and with a dual clip c,
-                max(obj_s, c A_s) where A_s < 0
-
-    logp (E, C, V) current log-probs; ref_logp (C, V) or (E, C, V); index (E, S) flat c * V + v
-    of each sample; old_logp, adv, weight (E, S) with weight = valid / (number of samples);
-    ctx_weight (E, C) the fraction of the batch's prompts at each context; clip_eps, kl_coef (E,)
-    (used when `terms` is None: the notebook's loss). KL_batch is the exact KL averaged over the
-    batch's contexts, or the mean of a sampled-token estimate (terms.k_code); H_batch likewise the
-    exact entropy. Returns (loss (E,), info) with info: policy_loss, kl (exact, batch-weighted),
-    kl_estimate (the estimator's value), n_clip_low, n_clip_high.
-    """
-    terms = terms or LossTerms.simple(clip_eps, kl_coef)
-    new_logp = _at_samples(logp, index)
-    ratio = torch.exp(new_logp - old_logp)
-    lo, hi = 1 - terms.clip_low, 1 + terms.clip_high
-    obj = torch.minimum(ratio * adv, torch.clamp(ratio, lo, hi) * adv)
-    dual = terms.dual_clip
-    obj = torch.where((dual > 0) & (adv < 0), torch.maximum(obj, dual * adv), obj)
-    policy_loss = -(obj * weight).sum(1)
-    probs = logp.exp()
-    kl_ctx = (probs * (logp - ref_logp)).sum(-1)                            # (E, C)
-    kl = (ctx_weight * kl_ctx).sum(1)
-    k_value, _ = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code)
-    kl_sample = (weight * k_value).sum(1)
-    entropy = (ctx_weight * -(probs * logp).sum(-1)).sum(1)
-    loss = (policy_loss + terms.beta_exact * kl + terms.beta_sample.squeeze(1) * kl_sample
-            - terms.entropy_coef * entropy)
-    live = adv != 0
-    info = {"policy_loss": policy_loss, "kl": kl,
-            "kl_estimate": torch.where(terms.k_code.squeeze(1) == 0, kl, kl_sample),
-            "n_clip_low": ((adv < 0) & (ratio < lo) & live).sum(1),
-            "n_clip_high": ((adv > 0) & (ratio > hi) & live).sum(1)}
-    return loss, info
-
-
-def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
-                     old_logp: torch.Tensor, adv: torch.Tensor, weight: torch.Tensor,
-                     ctx_weight: torch.Tensor, clip_eps: torch.Tensor, kl_coef: torch.Tensor,
-                     first_epoch: bool = False, use_kl: bool = True,
-                     terms: LossTerms | None = None):
-    """d grpo_loss / d logits (E, C, V), by hand, and the same info as grpo_loss.
-
-    Surrogate: d obj_s / d logp_s = A_s rho_s where the unclipped term is the one selected, else 0
-    (clipped, or dual-clipped); and d logp_s / d logits[c_s] = onehot(v_s) - pi(. | c_s).
-    Exact KL: d KL_c / d logits[c, v] = pi(v|c) (log pi(v|c) - log pi_ref(v|c) - KL_c).
-    Entropy: d H_c / d logits[c, v] = -pi(v|c) (log pi(v|c) + H_c).
-    With first_epoch the policy is still the one that sampled the batch: rho = 1, nothing is
-    clipped. use_kl=False skips every KL term (kl_coef = 0 in every member).
-    """
-    terms = terms or LossTerms.simple(clip_eps, kl_coef)
-    use_exact, use_sample, use_entropy, use_dual, any_estimate = terms.flags
-    probs = logp.exp()
-    wa = weight * adv                                                       # (E, S)
-    if first_epoch:
-        new_logp = old_logp
-        dlogp, policy_loss = -wa, -wa.sum(1)
-        n_low = n_high = torch.zeros(adv.shape[0])
-    else:
-        new_logp = _at_samples(logp, index)
-        ratio = torch.exp(new_logp - old_logp)
-        lo, hi = terms.ratio_low, terms.ratio_high
-        clip_high = (adv > 0) & (ratio > hi)
-        clip_low = (adv < 0) & (ratio < lo)
-        stop = clip_high | clip_low
-        obj = torch.where(stop, torch.clamp(ratio, lo, hi), ratio) * wa
-        if use_dual:
-            dual_hit = (terms.dual_clip > 0) & (adv < 0) & (ratio > terms.dual_clip)
-            obj = torch.where(dual_hit, terms.dual_clip * wa, obj)
-            stop = stop | dual_hit
-        policy_loss = -obj.sum(1)
-        dlogp = torch.where(stop, 0.0, -wa * ratio)
-        n_low, n_high = clip_low.sum(1, dtype=torch.float32), clip_high.sum(1, dtype=torch.float32)
-    info = {"policy_loss": policy_loss, "n_clip_low": n_low, "n_clip_high": n_high}
-    estimated = use_kl and any_estimate
-    if estimated:  # a member uses a sampled-token KL estimate, in the loss or in the reward
-        k_value, k_deriv = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code)
-        kl_sample = (weight * k_value).sum(1)
-        if use_sample:
-            dlogp = dlogp + terms.beta_sample * weight * k_deriv
-    dlogits = torch.zeros_like(logp).flatten(1).scatter_add_(1, index, dlogp).view_as(logp)
-    dlogits.sub_(dlogits.sum(-1, keepdim=True) * probs)
-    log_ratio = logp - ref_logp
-    kl_ctx = (probs * log_ratio).sum(-1, keepdim=True)                      # (E, C, 1)
-    info["kl"] = (ctx_weight * kl_ctx.squeeze(-1)).sum(1)
-    info["kl_estimate"] = (torch.where(terms.k_code.squeeze(1) == 0, info["kl"], kl_sample)
-                           if estimated else info["kl"])
-    if use_kl and use_exact:
-        beta_c = terms.beta_exact.view(-1, 1, 1) * ctx_weight.unsqueeze(-1)  # (E, C, 1)
-        dlogits.add_((log_ratio - kl_ctx).mul_(probs).mul_(beta_c))
-    if use_entropy:
-        entropy_ctx = -(probs * logp).sum(-1, keepdim=True)                 # (E, C, 1)
-        coef_c = terms.entropy_coef.view(-1, 1, 1) * ctx_weight.unsqueeze(-1)
-        dlogits.add_((logp + entropy_ctx).mul_(probs).mul_(coef_c))
-    return dlogits, info
 
 
 @dataclass(frozen=True)
@@ -381,15 +128,13 @@ class _Members:
         # Constants of every iteration, built once.
         self.mb_of_prompt, self.m_max = mb_of_prompt, int(self.minibatches.max())
         self.member_of_prompt = torch.arange(self.n).unsqueeze(1).expand(-1, self.p_max)  # (E, P)
-        self.prompt_count = self.valid_p.float()
-        self.weight = self.valid.flatten(1) / self.n_samples.unsqueeze(1)    # (E, S)
+        self.weight = aggregation_weights(self.valid.flatten(1))             # (E, S)
         self.in_step = [step < self.steps for step in range(self.steps_max)]  # (E,) per step
 
     def step_weights(self, step: int, ctx_weight_mb: torch.Tensor):
         """Sample weights (E, S) and context weights (E, C) for optimizer step `step` of a batch."""
         mb = (step % self.minibatches).unsqueeze(1)                                     # (E, 1)
-        in_mb = (self.minibatch_of_sample == mb) & self.valid.flatten(1)
-        weight = in_mb / in_mb.sum(1, keepdim=True).clamp_min(1)
+        weight = aggregation_weights(self.valid.flatten(1), self.minibatch_of_sample == mb)
         return weight, ctx_weight_mb[torch.arange(self.n), mb.squeeze(1)]
 
 
@@ -539,13 +284,11 @@ class GRPOTrainer:
         prompts, index, rewards, generated = _sample_groups(
             m, logp, self.rewards_cv, ref_logp, self.prompts_chunk[row], self.u_chunk[row])
         old_logp = logp.flatten(1).gather(1, index)                         # (E, S)
-        adv, zero_std = _advantages(m, rewards)
+        adv, zero_std = member_advantages(m.estimators, rewards, m.valid)
         adv = adv.flatten(1)
         # Fraction of each minibatch's prompts at each context: (E, M, C).
-        ctx_weight_mb = torch.zeros(n_mem, m.m_max, n_ctx)
-        ctx_weight_mb.index_put_((m.member_of_prompt, m.mb_of_prompt, prompts), m.prompt_count,
-                                 accumulate=True)
-        ctx_weight_mb /= ctx_weight_mb.sum(-1, keepdim=True).clamp_min(1)
+        ctx_weight_mb = context_weights(prompts, m.member_of_prompt, m.mb_of_prompt, m.valid_p,
+                                        m.m_max, n_ctx)
 
         # epochs x minibatches clipped policy-gradient steps on this batch.
         record = torch.zeros(n_mem, len(_STEP_RECORD))
@@ -638,20 +381,6 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
     index = pick(index.view(n_mem, p_max, k_max, g_max))
     generated = ((choice + 1) * m.valid.sum(-1)).sum(1).float()
     return pick(prompts), index.flatten(1), pick(rewards), generated
-
-
-def _advantages(m: _Members, rewards):
-    """Advantages (E, P, G) with each member's own estimator, and zero-std flags (E, P)."""
-    valid = m.valid
-    kinds = sorted(set(m.estimators))
-    if len(kinds) == 1:
-        return advantages(rewards, valid, kinds[0])
-    adv, zero_std = advantages(rewards, valid, kinds[0])
-    for kind in kinds[1:]:
-        use = torch.tensor([k == kind for k in m.estimators])
-        other, _ = advantages(rewards, valid, kind)
-        adv = torch.where(use.view(-1, 1, 1), other, adv)
-    return adv, zero_std
 
 
 def _batch_stats(m: _Members, rewards, adv, zero_std, generated, record):
