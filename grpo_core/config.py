@@ -24,6 +24,15 @@ MAX_PRETRAIN_STEPS = 10_000
 MAX_PRETRAIN_WORK = 1_000_000
 
 
+SEED_MODULUS = 2**31   # every seed field takes 0 .. 2**31 - 1
+
+
+def offset_seed(seed: int, k: int) -> int:
+    """The k-th seed after `seed`, wrapping past 2**31 - 1 to 0, so every seed a widget accepts
+    works with every number of seeds."""
+    return (int(seed) + int(k)) % SEED_MODULUS
+
+
 def knob(default, lo=None, hi=None, help: str = "", choices=None, log: bool = False):
     """A config field with its valid range [lo, hi] (or choices) and a one-sentence help text."""
     meta = {"lo": lo, "hi": hi, "help": help, "choices": choices, "log": log}
