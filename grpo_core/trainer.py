@@ -34,10 +34,15 @@ from .losses import LossTerms, aggregation_weights, context_weights, grpo_logits
 from .metrics import policy_metrics
 from .models import BatchedAdam
 from .problem import Problem
-from .sampling import generator, sample_categorical
+from .sampling import draw_iterations, generator, sample_categorical
 from .sft import SFTResult, sft_policy
 
-CHUNK = 64              # iterations of randomness drawn per generator call
+# Iterations are processed in chunks: randomness is drawn, and records are reduced, once per
+# chunk. A chunk is at most MAX_CHUNK iterations and is sized so that the batch's draws take at
+# most DRAW_BYTES and its per-iteration policy records at most RECORD_BYTES, whatever the request.
+MAX_CHUNK = 64
+DRAW_BYTES = 16 * 2**20
+RECORD_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ BATCH_COLUMNS = ("generated", "batch_reward", "first_group_reward", "adv_abs", "
                  "kl_estimate", "grad_norm")
 # What each member records after its steps on a batch, reduced into BATCH_COLUMNS per chunk.
 _STEP_RECORD = ("n_clip_low", "n_clip_high", "policy_loss", "kl", "kl_estimate", "grad_norm")
+# What each iteration's samples leave for BATCH_COLUMNS: sums over the member's batch.
+_SUMS = ("reward", "first_group_reward", "adv_abs", "zero_std_groups")
 
 
 def reward_table(problem: Problem, cfg: GRPOConfig, rm_table: torch.Tensor | None) -> torch.Tensor:
@@ -78,19 +85,29 @@ def reward_table(problem: Problem, cfg: GRPOConfig, rm_table: torch.Tensor | Non
 
 
 def _draw(gens, configs, start, n_ctx, shape):
-    """Each member's prompts (T, E, P, K) and uniforms (T, E, P, K, G) for the CHUNK iterations
-    from `start`; K - 1 is the most redraws dynamic sampling may need. A member always draws whole
-    chunks, so its randomness does not depend on its iteration count or on how it is advanced."""
-    prompts = torch.zeros(shape[:4], dtype=torch.long)
+    """Each member's prompts (T, K, E, P) and uniforms (T, K, E, P, G), shape = (T, K, E, P, G),
+    for the T iterations from `start` (try k of every member contiguous; K - 1 is the most redraws
+    dynamic sampling may need); a member draws
+    only up to its own iteration count. See sampling.draw_iterations: the draws do not depend on
+    T, so neither the batch nor the way the trainer is advanced changes a run's randomness."""
+    prompts = torch.zeros(shape[:4], dtype=torch.long)                     # (T, K, E, P)
     u = torch.zeros(shape)
     for e, (gen, cfg) in enumerate(zip(gens, configs)):
-        if start < cfg.iterations:
-            tries, k = cfg.dynamic_sampling + 1, shape[0]
-            prompts[:, e, :cfg.prompts, :tries] = torch.randint(
-                0, n_ctx, (k, cfg.prompts, tries), generator=gen)
-            u[:, e, :cfg.prompts, :tries, :cfg.group_size] = torch.rand(
-                k, cfg.prompts, tries, cfg.group_size, generator=gen)
+        n = min(shape[0], cfg.iterations - start)
+        if n > 0:
+            tries = cfg.dynamic_sampling + 1
+            picks, draws = draw_iterations(gen, n, cfg.prompts, tries, cfg.group_size, n_ctx)
+            prompts[:n, :tries, e, :cfg.prompts] = picks.transpose(1, 2)
+            u[:n, :tries, e, :cfg.prompts, :cfg.group_size] = draws.transpose(1, 2)
     return prompts, u
+
+
+def chunk_length(m: "_Members", n_ctx: int, vocab: int) -> int:
+    """Iterations per chunk for this batch: as many as fit DRAW_BYTES of draws and RECORD_BYTES
+    of policy records (at least 1, at most MAX_CHUNK). Results do not depend on it."""
+    draw = m.n * m.p_max * m.k_max * (8 + 4 * m.g_max)          # prompts int64, uniforms float32
+    record = 4 * m.n * n_ctx * vocab * 4                        # logp row and metric temporaries
+    return max(1, min(MAX_CHUNK, DRAW_BYTES // draw, RECORD_BYTES // record))
 
 
 class _Members:
@@ -161,8 +178,8 @@ class GRPOTrainer:
         partial = trainer.results()  # the runs so far, as RunResults
         trainer.advance()            # to the end
 
-    Advancing in pieces gives exactly the runs train_grpo gives in one go: randomness is drawn in
-    fixed chunks of CHUNK iterations per member, whatever the pieces.
+    Advancing in pieces gives exactly the runs train_grpo gives in one go: a run's randomness is
+    one stream from its own generator, however it is chunked (sampling.draw_iterations).
     """
 
     def __init__(self, problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
@@ -182,17 +199,16 @@ class GRPOTrainer:
         self.rewards_cv = torch.stack([reward_table(problem, c, rm_table) for c in configs]).flatten(1)
         self.gens = [generator(c.seed) for c in configs]
 
-        # Records are reduced once per CHUNK iterations (and when results are asked for), so memory
-        # stays bounded: exact metrics of the policy after each iteration (row 0: the SFT start)
-        # and the batch statistics of each iteration.
+        # Records are reduced once per chunk (and when results are asked for), so memory stays
+        # bounded: exact metrics of the policy after each iteration (row 0: the SFT start) and
+        # the batch statistics of each iteration, from per-iteration sums (E, len(_SUMS)).
+        self.chunk = chunk_length(m, n_ctx, vocab)
         self.exact: dict[str, torch.Tensor] = {}
         self.stats = torch.zeros(m.t_max, m.n, len(BATCH_COLUMNS))
-        self.logp_buf = torch.empty(CHUNK, m.n, n_ctx, vocab)
-        self.rewards_buf = torch.empty(CHUNK, m.n, m.p_max, m.g_max)
-        self.adv_buf = torch.empty(CHUNK, m.n, m.p_max * m.g_max)
-        self.zero_std_buf = torch.empty(CHUNK, m.n, m.p_max, dtype=torch.bool)
-        self.generated_buf = torch.empty(CHUNK, m.n)
-        self.record_buf = torch.empty(CHUNK, m.n, len(_STEP_RECORD))
+        self.logp_buf = torch.empty(self.chunk, m.n, n_ctx, vocab)
+        self.sums_buf = torch.empty(self.chunk, m.n, len(_SUMS))
+        self.generated_buf = torch.empty(self.chunk, m.n)
+        self.record_buf = torch.empty(self.chunk, m.n, len(_STEP_RECORD))
         self.good_theta = self.theta.clone()        # each member's last finite weights ...
         self.good_logp = torch.empty(m.n, n_ctx, vocab)  # ... and policy
         self.first_bad = torch.full((m.n,), m.t_max + 1)  # first iteration with a non-finite policy or loss
@@ -222,7 +238,7 @@ class GRPOTrainer:
         while self.iteration < target and self.iteration < self.end:
             self._iterate()
             self.iteration += 1
-            if self.iteration % CHUNK == 0:
+            if self.iteration % self.chunk == 0:
                 self._flush_stats()
             self._observe()
             if on_iteration is not None and on_iteration(self.iteration, self.total) is False:
@@ -231,7 +247,7 @@ class GRPOTrainer:
 
     def _observe(self) -> None:
         """Record the current policy as the exact-metrics row of iteration `self.iteration`."""
-        it, row = self.iteration, self.iteration % CHUNK
+        it, row = self.iteration, self.iteration % self.chunk
         logp = torch.log_softmax(self.logits, -1)                           # (E, C, V)
         self.logp_buf[row] = logp
         if not self.diverged and bool(torch.isfinite(logp).all()):
@@ -246,12 +262,12 @@ class GRPOTrainer:
             self.diverged = True
             if not bool(ok.any()):
                 self.end = it
-        if row == CHUNK - 1:
+        if row == self.chunk - 1:
             self._flush_exact()
 
     def _flush_exact(self) -> None:
         """Exact metrics of the policies recorded since the last chunk boundary."""
-        it, row = self.iteration, self.iteration % CHUNK
+        it, row = self.iteration, self.iteration % self.chunk
         chunk = policy_metrics(self.logp_buf[:row + 1], self.problem, self.rm_table, self.sft_logp)
         for name, values in chunk.items():
             self.exact.setdefault(name, torch.empty(self.m.t_max + 1, self.m.n))[it - row:it + 1] = values
@@ -261,20 +277,19 @@ class GRPOTrainer:
         last = self.iteration - 1                   # index of the last finished iteration
         if last < 0:
             return
-        row = last % CHUNK
+        row = last % self.chunk
         self.stats[last - row:last + 1] = _batch_stats(
-            self.m, self.rewards_buf[:row + 1], self.adv_buf[:row + 1], self.zero_std_buf[:row + 1],
-            self.generated_buf[:row + 1], self.record_buf[:row + 1])
+            self.m, self.sums_buf[:row + 1], self.generated_buf[:row + 1], self.record_buf[:row + 1])
 
     def _iterate(self) -> None:
         """One iteration for every member: sample and score groups, then the policy steps."""
         m, net, params, x1 = self.m, self.net, self.params, self.x1
-        it, row = self.iteration, self.iteration % CHUNK
+        it, row = self.iteration, self.iteration % self.chunk
         n_mem, n_ctx = m.n, self.problem.n_contexts
         logp = self.logp_buf[row]
         if row == 0:
             self.prompts_chunk, self.u_chunk = _draw(self.gens, self.configs, it, n_ctx,
-                                                     (CHUNK, n_mem, m.p_max, m.k_max, m.g_max))
+                                                     (self.chunk, m.k_max, n_mem, m.p_max, m.g_max))
         if self.ref_logp.dim() == 3 and it > 0:  # reference reset (DeepSeek-R1): pi_ref <- pi
             reset = (m.ref_reset > 0) & (it % m.ref_reset.clamp_min(1) == 0)
             self.ref_logp = torch.where(reset.view(-1, 1, 1), logp, self.ref_logp)
@@ -320,7 +335,7 @@ class GRPOTrainer:
             bad = ~torch.isfinite(record).all(1) & (self.first_bad > it + 1)
             self.first_bad = torch.where(bad, it + 1, self.first_bad)
             self.diverged = True
-        self.rewards_buf[row], self.adv_buf[row], self.zero_std_buf[row] = rewards, adv, zero_std
+        self.sums_buf[row] = _iteration_sums(m, rewards, adv, zero_std)
         self.generated_buf[row], self.record_buf[row] = generated, record
 
     def results(self) -> list[RunResult]:
@@ -343,62 +358,84 @@ class GRPOTrainer:
 def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
     """Draw each member's groups from the policy and score them.
 
-    logp (E, C, V); prompts (E, P, K) and u (E, P, K, G) the member's draws for K tries per slot.
+    logp (E, C, V); prompts (K, E, P) and u (K, E, P, G) the members' draws for K tries per slot.
     With dynamic sampling (K > 1), a slot takes its first try whose rewards are not all equal, or
     its last allowed try. With the KL placed in the reward, r <- r - beta * k(v) (exact: KL_c).
-    Returns prompts (E, P), index (E, S), rewards (E, P, G), generated samples (E,).
+    Tries are scored one at a time, and only until every slot has chosen, so the temporaries are
+    (E, P, G) whatever K. Returns prompts (E, P), index (E, S), rewards (E, P, G), generated (E,).
     """
     n_mem, vocab = logp.shape[0], logp.shape[-1]
-    p_max, k_max, g_max = u.shape[1], u.shape[2], u.shape[3]
+    k_max, p_max, g_max = u.shape[0], u.shape[2], u.shape[3]
     probs = logp.exp()
-    flat_prompts = prompts.flatten(1)                                       # (E, P K)
-    tokens = sample_categorical(probs.gather(1, flat_prompts.unsqueeze(-1).expand(-1, -1, vocab)),
-                                u.flatten(1, 2))                            # (E, P K, G)
-    index = flat_prompts.unsqueeze(-1) * vocab + tokens
-    rewards = rewards_cv.gather(1, index.flatten(1)).view(n_mem, p_max, k_max, g_max)
-    if bool((m.beta_reward > 0).any()):
+    in_reward = bool((m.beta_reward > 0).any())
+    if in_reward:
         log_ratio = (logp - ref_logp).flatten(-2)
         if log_ratio.dim() == 1:
             log_ratio = log_ratio.expand(n_mem, -1)
-        lr_s = log_ratio.gather(1, index.flatten(1))
-        k_value, _ = sampled_kl(lr_s, m.reward_k_code.clamp_min(1))
         kl_ctx = (probs * (logp - ref_logp)).sum(-1)                        # (E, C)
-        exact_value = kl_ctx.gather(1, flat_prompts).unsqueeze(-1).expand(-1, -1, g_max).flatten(1)
-        k_value = torch.where(m.reward_k_code == 0, exact_value, k_value)
-        rewards = rewards - (m.beta_reward * k_value).view_as(rewards)
+
+    def one_try(k: int):
+        """Prompts (E, P), index (E, P, G) and rewards (E, P, G) of try k of every slot."""
+        slot_prompts = prompts[k]
+        tokens = sample_categorical(probs.gather(1, slot_prompts.unsqueeze(-1).expand(-1, -1, vocab)),
+                                    u[k])                                   # (E, P, G)
+        index = slot_prompts.unsqueeze(-1) * vocab + tokens
+        rewards = rewards_cv.gather(1, index.flatten(1))
+        if in_reward:
+            k_value, _ = sampled_kl(log_ratio.gather(1, index.flatten(1)), m.reward_k_code.clamp_min(1))
+            exact_value = kl_ctx.gather(1, slot_prompts).unsqueeze(-1).expand(-1, -1, g_max).flatten(1)
+            k_value = torch.where(m.reward_k_code == 0, exact_value, k_value)
+            rewards = rewards - m.beta_reward * k_value
+        return slot_prompts, index, rewards.view(n_mem, p_max, g_max)
+
+    out_prompts, out_index, out_rewards = one_try(0)
     if k_max == 1:
-        generated = m.n_samples.float()
-        return prompts[..., 0], index.flatten(1), rewards[:, :, 0], generated
-    valid = m.valid.unsqueeze(2)                                            # (E, P, 1, G)
-    hi = torch.where(valid, rewards, -torch.inf).amax(-1)
-    lo = torch.where(valid, rewards, torch.inf).amin(-1)
-    allowed = torch.arange(k_max) < m.tries.view(-1, 1, 1)                 # (E, 1, K)
-    signal = (hi > lo) & allowed                                            # (E, P, K)
-    last = (m.tries - 1).view(-1, 1)
-    choice = torch.where(signal.any(-1), signal.int().argmax(-1), last)     # (E, P)
-    pick = lambda t: t.gather(2, choice.view(n_mem, p_max, 1, *([1] * (t.dim() - 3))).expand(
-        *t.shape[:2], 1, *t.shape[3:])).squeeze(2)
-    index = pick(index.view(n_mem, p_max, k_max, g_max))
+        return out_prompts, out_index.flatten(1), out_rewards, m.n_samples.float()
+    last = (m.tries - 1).view(-1, 1)                                        # (E, 1)
+    choice = torch.zeros(n_mem, p_max, dtype=torch.long)
+    done = ~m.valid_p                                                       # slots with no samples
+    for k in range(k_max):
+        if k:
+            slot_prompts, index, rewards = one_try(k)
+        else:
+            slot_prompts, index, rewards = out_prompts, out_index, out_rewards
+        hi = torch.where(m.valid, rewards, -torch.inf).amax(-1)
+        lo = torch.where(m.valid, rewards, torch.inf).amin(-1)
+        take = ~done & (k <= last) & ((hi > lo) | (k == last))                # (E, P)
+        if k:
+            out_prompts = torch.where(take, slot_prompts, out_prompts)
+            out_index = torch.where(take.unsqueeze(-1), index, out_index)
+            out_rewards = torch.where(take.unsqueeze(-1), rewards, out_rewards)
+        choice = torch.where(take, k, choice)
+        done = done | take
+        if bool(done.all()):
+            break
     generated = ((choice + 1) * m.valid.sum(-1)).sum(1).float()
-    return pick(prompts), index.flatten(1), pick(rewards), generated
+    return out_prompts, out_index.flatten(1), out_rewards, generated
 
 
-def _batch_stats(m: _Members, rewards, adv, zero_std, generated, record):
-    """Per-iteration batch statistics (T, E, len(BATCH_COLUMNS)) from the stored samples:
-    rewards (T, E, P, G), adv (T, E, S), zero_std (T, E, P), generated (T, E) and record (T, E, R)
-    the per-step values summed over each member's steps."""
-    valid, valid_p = m.valid, m.valid_p
+def _iteration_sums(m: _Members, rewards, adv, zero_std):
+    """The sums (E, len(_SUMS)) an iteration's batch statistics need, from rewards (E, P, G),
+    adv (E, S) and zero_std (E, P): so no per-sample tensor outlives its iteration."""
+    masked = torch.where(m.valid, rewards, 0.0)
+    return torch.stack([masked.sum((1, 2)), masked[:, 0].sum(1), adv.abs().sum(1),
+                        (zero_std & m.valid_p).sum(1)], dim=1)
+
+
+def _batch_stats(m: _Members, sums, generated, record):
+    """Per-iteration batch statistics (T, E, len(BATCH_COLUMNS)) from sums (T, E, len(_SUMS)),
+    generated (T, E) and record (T, E, R) the per-step values summed over each member's steps."""
     n_valid = m.n_samples                                                   # (E,)
-    masked = torch.where(valid, rewards, 0.0)
+    s = dict(zip(_SUMS, sums.unbind(-1)))
     rec = dict(zip(_STEP_RECORD, record.unbind(-1)))
     per_step = n_valid * m.steps
     low, high = rec["n_clip_low"] / per_step, rec["n_clip_high"] / per_step
     return torch.stack([
         generated,
-        masked.sum((2, 3)) / n_valid,
-        masked[:, :, 0].sum(2) / valid[:, 0].sum(1),
-        adv.abs().sum(2) / n_valid,
-        (zero_std & valid_p).sum(2) / valid_p.sum(1),
+        s["reward"] / n_valid,
+        s["first_group_reward"] / m.valid[:, 0].sum(1),
+        s["adv_abs"] / n_valid,
+        s["zero_std_groups"] / m.valid_p.sum(1),
         low + high, low, high,
         rec["policy_loss"] / m.steps, rec["kl"] / m.steps, rec["kl_estimate"] / m.steps,
         rec["grad_norm"] / m.steps], dim=-1)
