@@ -97,7 +97,10 @@ class LossTerms:
             dual_clip=col([c.dual_clip for c in configs]),
             beta_exact=torch.tensor([c.kl_coef * (l and x) for c, l, x in zip(configs, in_loss, exact)]),
             beta_sample=col([c.kl_coef * (l and not x) for c, l, x in zip(configs, in_loss, exact)]),
-            k_code=col([KL_CODES[c.kl_estimator] for c in configs], torch.long),
+            # A member without a KL penalty (kl_coef 0 in float32) estimates nothing: its
+            # kl_estimate is the exact KL, alone or in any batch.
+            k_code=col([KL_CODES[c.kl_estimator] * (float(torch.tensor(c.kl_coef)) > 0)
+                        for c in configs], torch.long),
             entropy_coef=torch.tensor([c.entropy_coef for c in configs]))
 
     def __post_init__(self):
@@ -165,9 +168,11 @@ def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
     kl_ctx = (probs * (logp - ref_logp)).sum(-1)                            # (E, C)
     kl = (ctx_weight * kl_ctx).sum(1)
     k_value, _ = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code)
-    kl_sample = (weight * k_value).sum(1)
+    kl_sample = torch.where(weight > 0, weight * k_value, 0.0).sum(1)   # padding: weight 0, any value
     entropy = (ctx_weight * -(probs * logp).sum(-1)).sum(1)
-    loss = (policy_loss + terms.beta_exact * kl + terms.beta_sample.squeeze(1) * kl_sample
+    # where, not a product: a member with weight 0 must not pick up an overflowing estimate (0 x inf)
+    sample_term = torch.where(terms.beta_sample.squeeze(1) > 0, terms.beta_sample.squeeze(1) * kl_sample, 0.0)
+    loss = (policy_loss + terms.beta_exact * kl + sample_term
             - terms.entropy_coef * entropy)
     live = adv != 0
     info = {"policy_loss": policy_loss, "kl": kl,
@@ -218,9 +223,11 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
     estimated = use_kl and any_estimate
     if estimated:  # a member uses a sampled-token KL estimate, in the loss or in the reward
         k_value, k_deriv = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code)
-        kl_sample = (weight * k_value).sum(1)
+        kl_sample = torch.where(weight > 0, weight * k_value, 0.0).sum(1)   # padding: weight 0, any value
         if use_sample:
-            dlogp = dlogp + terms.beta_sample * weight * k_deriv
+            # where: another member's estimator must not turn this one's 0 x inf into NaN
+            dlogp = dlogp + torch.where((terms.beta_sample > 0) & (weight > 0),
+                                       terms.beta_sample * weight * k_deriv, 0.0)
     dlogits = torch.zeros_like(logp).flatten(1).scatter_add_(1, index, dlogp).view_as(logp)
     dlogits.sub_(dlogits.sum(-1, keepdim=True) * probs)
     log_ratio = logp - ref_logp

@@ -328,7 +328,7 @@ class GRPOTrainer:
             else:  # members past their own steps or iterations sit this step out
                 active = in_run & m.in_step[step]
                 self.opt.step(grad, active)
-                record += values * active.unsqueeze(1)
+                record += torch.where(active.unsqueeze(1), values, 0.0)  # not x: 0 x inf = NaN
         self.logits, self.h1 = net.forward(params, x1)
 
         if not bool(torch.isfinite(record).all()):  # a non-finite loss or gradient: stop there
