@@ -385,3 +385,20 @@ def test_trl_export_maps_the_entropy_bonus_and_loss_aggregation():
     assert kw["entropy_coef"] == 0.02 and kw["loss_type"] == "bnpo" and kw["max_completion_length"] == 1
     assert to_trl(GRPOConfig(advantage_estimator="dr_grpo")).kwargs["loss_type"] == "dr_grpo"
     assert "entropy_coef" not in to_trl(GRPOConfig()).kwargs
+
+
+def test_the_estimator_registry_is_the_one_list_everyone_reads():
+    from dataclasses import fields
+    from grpo_core import ADVANTAGE_ESTIMATORS, cli
+    from grpo_core.analysis import gradient_noise
+    meta = {f.name: f.metadata for f in fields(GRPOConfig)}["advantage_estimator"]
+    assert tuple(meta["choices"]) == tuple(ADVANTAGE_ESTIMATORS)
+    for name, text in ADVANTAGE_ESTIMATORS.items():
+        assert f"{name} = {text}" in meta["help"]
+        adv, _ = advantages(torch.tensor([[[0.0, 1.0, 3.0]]]), estimator=name)   # each one runs
+        assert adv.shape == (1, 1, 3)
+    sub = cli.build_parser()._subparsers._group_actions[0].choices["grpo"]
+    flag = next(a for a in sub._actions if "--advantage-estimator" in a.option_strings)
+    assert flag.metavar == "{" + ",".join(ADVANTAGE_ESTIMATORS) + "}"
+    import inspect
+    assert inspect.signature(gradient_noise).parameters["estimators"].default == tuple(ADVANTAGE_ESTIMATORS)
