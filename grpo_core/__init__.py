@@ -9,8 +9,9 @@ No streamlit here: the app, the CLI and notebooks all call the same functions.
 """
 from .config import (ConfigError, GRPOConfig, ProblemConfig, RLVRConfig, RewardModelConfig,
                      SFTConfig, MAX_WORK_PER_REQUEST, check_budget, config_fields, field_range)
-from .grpo import (BATCH_COLUMNS, EXACT_COLUMNS, GRPOTrainer, RunResult, group_advantages,
-                   train_grpo)
+from .advantages import ADVANTAGE_ESTIMATORS, group_advantages
+from .losses import aggregation_weights, grpo_loss
+from .trainer import BATCH_COLUMNS, EXACT_COLUMNS, GRPOTrainer, RunResult, train_grpo
 from .metrics import pairwise_accuracy, policy_metrics
 from .pipeline import (NotebookReport, Upstream, band, build_upstream, compare_table,
                        notebook_configs, reference_metrics, run_many, run_notebook, seed_configs,

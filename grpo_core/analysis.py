@@ -20,7 +20,8 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .grpo import ADVANTAGE_ESTIMATORS, advantages, grpo_logits_grad
+from .advantages import ADVANTAGE_ESTIMATORS, advantages
+from .losses import grpo_logits_grad
 from .pipeline import Upstream
 from .sampling import generator, sample_categorical
 from .sft import sft_policy

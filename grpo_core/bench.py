@@ -3,12 +3,15 @@
 Ours: the notebook workload (median of rounds), a 64-run group-size sweep as one batch, one cold
 default GRPO run, the full landscape (every method x 8 seeds, cold), one cold default sequence
 run and the sequence engine's speed against a notebook-style per-sample loop
-(grpo_core.sequence.bench), and the process's peak RSS. Reference, when the seed notebook script is found:
+(grpo_core.sequence.bench), the default hyperparameter map, the process's peak RSS, and
+peak_request_mb: the most any single request the caps allow adds to a process's peak RSS (each of
+PEAK_REQUESTS trained in its own subprocess). Reference, when the seed notebook script is found:
 it runs as a subprocess with `python -u` and each stdout line is timestamped as it arrives, which
 gives its total compute time and the time of its group-size sweep alone.
 """
 from __future__ import annotations
 
+import json
 import resource
 import statistics
 import subprocess
@@ -17,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .config import GRPOConfig
+from .config import MAX_WORK_PER_REQUEST, GRPOConfig, ProblemConfig, request_work
 from .pipeline import build_upstream, run_many, run_notebook, sweep_configs
 
 SWEEP_GROUP_SIZES = (2, 4, 8, 16)
@@ -76,6 +79,79 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process (ru_maxrss is KB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+# The largest requests the caps allow (work = iterations x epochs x prompts x G x (1 + redraws)
+# summed over runs, at most MAX_WORK_PER_REQUEST; at most 64 seeds; the pages' multi-setting
+# requests: 7 KL coefficients or 11 group sizes x 64 seeds). name -> (task, runs).
+_BIG = dict(prompts=64, group_size=64, epochs=1)
+_BIG_TASK = dict(n_contexts=12, vocab_size=32, context_dim=32)
+PEAK_REQUESTS = {
+    "seeds64_G64_P64_redraws16": ({}, [dict(_BIG, iterations=20, dynamic_sampling=16)] * 64),
+    "seeds64_G64_P64_381it": ({}, [dict(_BIG, iterations=381)] * 64),
+    "seeds64_5000it": ({}, [dict(_BIG, prompts=8, group_size=39, iterations=5000)] * 64),
+    "seeds64_minibatches16_epochs16": ({}, [dict(_BIG, epochs=16, minibatches=16, iterations=23)] * 64),
+    "big_task_seeds64_redraws16": (_BIG_TASK, [dict(_BIG, iterations=20, dynamic_sampling=16)] * 64),
+    "big_task_kl_in_reward_redraws16": (_BIG_TASK, [dict(_BIG, iterations=20, dynamic_sampling=16,
+                                                         kl_placement="reward", kl_estimator="k3")] * 64),
+    "kl7_x_seeds64_G64_P64": ({}, [dict(_BIG, iterations=54, kl_coef=k)
+                                   for k in (0.0, 0.001, 0.01, 0.05, 0.2, 1.0, 5.0) for _ in range(64)]),
+    "groups11_x_seeds64_P64": ({}, [dict(_BIG, group_size=g, iterations=111)
+                                    for g in (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) for _ in range(64)]),
+}
+
+
+def _rss_mb(field: str) -> float | None:
+    """VmRSS or VmHWM (peak) of this process from /proc, in MB; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _measure_request(name: str) -> dict:
+    """In this (fresh) process: build the upstream, reset the peak RSS, train the request.
+    Returns rss_before_mb, peak_mb and added_mb (peak - before)."""
+    problem, runs = PEAK_REQUESTS[name]
+    up = build_upstream(ProblemConfig(**problem))
+    configs = [GRPOConfig(**run).replace(seed=i % 64) for i, run in enumerate(runs)]
+    assert request_work(configs) <= MAX_WORK_PER_REQUEST, name
+    try:  # "5" resets the peak RSS (VmHWM) to the current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _rss_mb("VmRSS")
+    except OSError:
+        before = None
+    if before is None:
+        before = peak_rss_mb()
+    start = time.perf_counter()
+    results = run_many(up, configs)
+    seconds = time.perf_counter() - start
+    peak = _rss_mb("VmHWM") or peak_rss_mb()
+    del results
+    return {"request": name, "runs": len(configs), "work": request_work(configs),
+            "rss_before_mb": before, "peak_mb": peak, "added_mb": peak - before, "seconds": seconds}
+
+
+def request_peaks(names=None, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Each request of PEAK_REQUESTS (or `names`) trained in its own subprocess: its figures."""
+    out = []
+    for name in names or PEAK_REQUESTS:
+        code = f"import json, grpo_core.bench as b; print(json.dumps(b._measure_request({name!r})))"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+        if proc.returncode != 0:
+            raise RuntimeError(f"peak request {name} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        out.append(row)
+        if log:
+            log(f"request {name}: {row['runs']} runs, work {row['work']:,}: RSS {row['rss_before_mb']:.0f} "
+                f"-> peak {row['peak_mb']:.0f} MB (+{row['added_mb']:.0f} MB) in {row['seconds']:.1f}s")
+    return out
 
 
 def time_reference(script: Path) -> dict:
@@ -141,8 +217,10 @@ def run(rounds: int = 3, reference: Path | None = None,
     say(f"default hyperparameter map, cold (upstream + lr x kl_coef, 8 x 8 cells x 4 seeds x 300 "
         f"iterations = 256 runs): {figures['map_default_seconds']:.3f}s")
     figures["peak_rss_mb"] = peak_rss_mb()
+    peaks = request_peaks(log=say)
+    figures["peak_request_mb"] = max(row["added_mb"] for row in peaks)
 
-    result = {**figures, "notebook_rounds": rounds_s, "reference": None}
+    result = {**figures, "notebook_rounds": rounds_s, "request_peaks": peaks, "reference": None}
     if reference is None:
         say("reference: seed notebook script not found (pass --reference PATH); skipped")
     else:
@@ -169,6 +247,7 @@ def run(rounds: int = 3, reference: Path | None = None,
     say(f"seq_naive_ratio: {figures['seq_naive_ratio']:.1f}")
     say(f"map_default_seconds: {figures['map_default_seconds']:.3f}")
     say(f"peak_rss_mb: {figures['peak_rss_mb']:.1f}")
+    say(f"peak_request_mb: {figures['peak_request_mb']:.1f}")
     return result
 
 

@@ -103,7 +103,8 @@ def build_parser() -> Parser:
                                        metavar=metavar, help=_help(group, f))
         if seeds is not None:
             p.add_argument("--seeds", default=str(seeds), metavar="N",
-                           help=f"Runs with seeds seed .. seed+N-1, trained as one batch. "
+                           help=f"Runs with seeds seed .. seed+N-1 (wrapping past 2147483647 to 0), "
+                                f"trained as one batch. "
                                 f"Range 1 to {MAX_SEEDS}; default {seeds}.")
         if name == "landscape":
             from .methods.dpo import DPO_DATA
@@ -211,13 +212,10 @@ def _group_sizes(raw: str, base: GRPOConfig) -> list[int]:
     return sizes
 
 
-def _seeded(cfg: GRPOConfig, n_seeds: int, flag: str = "--seed") -> list[GRPOConfig]:
-    """n_seeds copies of cfg with consecutive seeds; the last seed must still be in range."""
+def _seeded(cfg: GRPOConfig, n_seeds: int) -> list[GRPOConfig]:
+    """n_seeds copies of cfg with consecutive seeds (mod 2**31, so any valid seed works)."""
     from .pipeline import seed_configs
-    try:
-        return seed_configs(cfg, n_seeds)
-    except ConfigError as e:
-        raise UsageError(f"{flag} + --seeds - 1 {str(e).split(': ', 1)[1]}") from None
+    return seed_configs(cfg, n_seeds)
 
 
 def _budget(configs) -> None:
@@ -401,8 +399,8 @@ def cmd_compare(args) -> tuple[dict, str]:
     upstream_cfgs, build = _upstream(args)
     grpo_cfg, rlvr_cfg = make_config(COMPARE_GRPO, args), make_config(COMPARE_RLVR, args)
     n_seeds = _int_flag("--seeds", args.seeds, 1, MAX_SEEDS)
-    grpo_runs = _seeded(grpo_cfg, n_seeds, "--grpo-seed")
-    rlvr_runs = _seeded(rlvr_cfg, n_seeds, "--rlvr-seed")
+    grpo_runs = _seeded(grpo_cfg, n_seeds)
+    rlvr_runs = _seeded(rlvr_cfg, n_seeds)
     _budget(grpo_runs + rlvr_runs)
     start = time.perf_counter()
     up = build()

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from .advantages import ADVANTAGE_ESTIMATORS as _ESTIMATOR_REGISTRY, ESTIMATOR_HELP
+
 C = TypeVar("C")
 
 # A cap on the work one request may ask for (iterations x epochs x prompts x group size x seeds):
@@ -20,6 +22,15 @@ MAX_WORK_PER_REQUEST = 100_000_000
 # SFT and reward-model training: at most this many steps, and steps x hidden units.
 MAX_PRETRAIN_STEPS = 10_000
 MAX_PRETRAIN_WORK = 1_000_000
+
+
+SEED_MODULUS = 2**31   # every seed field takes 0 .. 2**31 - 1
+
+
+def offset_seed(seed: int, k: int) -> int:
+    """The k-th seed after `seed`, wrapping past 2**31 - 1 to 0, so every seed a widget accepts
+    works with every number of seeds."""
+    return (int(seed) + int(k)) % SEED_MODULUS
 
 
 def knob(default, lo=None, hi=None, help: str = "", choices=None, log: bool = False):
@@ -164,7 +175,7 @@ class RewardModelConfig(_Validated):
                               f"is over the limit of {MAX_PRETRAIN_WORK:,}")
 
 
-ADVANTAGE_ESTIMATORS = ("grpo", "dr_grpo", "batch_std", "rloo", "none")
+ADVANTAGE_ESTIMATORS = tuple(_ESTIMATOR_REGISTRY)  # names only; help texts in advantages.py
 KL_ESTIMATORS = ("exact", "k1", "k2", "k3")
 KL_PLACEMENTS = ("loss", "reward")
 REWARDS = ("reward_model", "verifiable")
@@ -182,11 +193,7 @@ class GRPOConfig(_Validated):
     clip_eps: float = knob(0.2, 0.01, 1.0, "PPO clip range: the probability ratio is clipped to [1 - eps, 1 + eps] (TRL epsilon).")
     epochs: int = knob(2, 1, 16, "Passes over each sampled batch (PPO epochs, mu; TRL num_iterations).")
     seed: int = knob(0, 0, 2**31 - 1, "Seed of this run's sampling (prompts and responses).")
-    advantage_estimator: str = knob(
-        "grpo", choices=ADVANTAGE_ESTIMATORS,
-        help="Baseline and scale of the advantage: grpo = group mean and std (DeepSeekMath), "
-             "dr_grpo = group mean only (Dr. GRPO), batch_std = std over the batch (TRL "
-             "scale_rewards='batch'), rloo = leave-one-out mean (RLOO), none = plain REINFORCE.")
+    advantage_estimator: str = knob("grpo", choices=ADVANTAGE_ESTIMATORS, help=ESTIMATOR_HELP)
     kl_estimator: str = knob(
         "exact", choices=KL_ESTIMATORS,
         help="How the KL is estimated: exact sum over tokens, or from the sampled token with k1 = "

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from .config import (ConfigError, GRPOConfig, ProblemConfig, RLVRConfig, RewardModelConfig,
-                     SFTConfig, check_budget)
+                     SFTConfig, check_budget, offset_seed)
 
 MAX_EXPERIMENT_BYTES = 64 * 1024
 MAX_SEEDS = 64
@@ -63,7 +63,7 @@ def experiment_from_dict(data) -> Experiment:
         except ConfigError as err:
             raise ConfigError(f"{name}.{err.field_name}", str(err).split(": ", 1)[-1]) from None
     run = parts["run"]
-    check_budget([run.replace(seed=run.seed + i) for i in range(seeds)])
+    check_budget([run.replace(seed=offset_seed(run.seed, i)) for i in range(seeds)])
     return Experiment(kind, seeds, parts["problem"], parts["sft"], parts["reward_model"], run)
 
 

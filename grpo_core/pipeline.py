@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import GRPOConfig, ProblemConfig, RLVRConfig, RewardModelConfig, SFTConfig
-from .grpo import RunResult, train_grpo
+from .config import GRPOConfig, ProblemConfig, RLVRConfig, RewardModelConfig, SFTConfig, offset_seed
+from .trainer import RunResult, train_grpo
 from .metrics import policy_metrics
 from .problem import Problem, make_problem
 from .reward_model import RewardModelResult, train_reward_model
@@ -46,8 +46,9 @@ def run_many(up: Upstream, configs: Sequence[GRPOConfig],
 
 
 def seed_configs(cfg: GRPOConfig, n_seeds: int) -> list[GRPOConfig]:
-    """n_seeds copies of cfg with seeds cfg.seed, cfg.seed + 1, ..."""
-    return [cfg.replace(seed=cfg.seed + i) for i in range(n_seeds)]
+    """n_seeds copies of cfg with seeds cfg.seed, cfg.seed + 1, ... (mod 2**31: after the largest
+    seed, 2**31 - 1, comes 0)."""
+    return [cfg.replace(seed=offset_seed(cfg.seed, i)) for i in range(n_seeds)]
 
 
 def sweep_configs(cfg: GRPOConfig, group_sizes: Sequence[int], n_seeds: int) -> list[GRPOConfig]:

@@ -18,3 +18,20 @@ def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """
     tokens = torch.searchsorted(probs.cumsum(-1), u, right=True)
     return tokens.clamp_max_(probs.shape[-1] - 1)
+
+
+def draw_iterations(gen: torch.Generator, n_iterations: int, prompts: int, tries: int,
+                    group_size: int, n_contexts: int):
+    """One run's randomness for n_iterations iterations in one generator call:
+    -> prompts (T, P, K) int64 in [0, n_contexts), uniforms (T, P, K, G) for sample_categorical.
+
+    Each iteration consumes P K (1 + G) uniforms in a fixed order (the P K prompt draws, then the
+    P K G response draws; prompt = floor(u C)), and a CPU generator's uniforms come out in sequence
+    whatever the size of the call, so T iterations drawn at once equal T drawn one by one. How a
+    run's iterations are chunked (by memory, by the batch it is in, by live steps) therefore never
+    changes its randomness.
+    """
+    per = prompts * tries
+    u = torch.rand(n_iterations, per * (1 + group_size), generator=gen)
+    picks = (u[:, :per] * n_contexts).long().clamp_max_(n_contexts - 1)
+    return picks.view(n_iterations, prompts, tries), u[:, per:].view(n_iterations, prompts, tries, group_size)

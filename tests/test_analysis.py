@@ -12,7 +12,7 @@ from grpo_core.analysis import (best_of_n, best_of_n_probs, beta_for_kl,
                                 kl_regularized_frontier, kl_regularized_optimum, pass_at_k,
                                 pass_at_k_table, stochastic_policy_gradients,
                                 zero_signal_probability, zero_signal_table)
-from grpo_core.grpo import ADVANTAGE_ESTIMATORS, advantages
+from grpo_core.advantages import ADVANTAGE_ESTIMATORS, advantages
 from grpo_core.sampling import generator, sample_categorical
 from grpo_core.sft import sft_policy
 

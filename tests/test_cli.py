@@ -67,6 +67,12 @@ def test_grpo_json():
     assert 0 < data["final"]["true_reward"] <= data["per_context"][-1]["best"]
 
 
+def test_the_largest_seed_with_several_seeds_wraps_to_zero():
+    out = run_cli("grpo", "--seed", "2147483647", "--seeds", "3", "--iterations", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["seeds"] == [2147483647, 0, 1]
+
+
 @pytest.mark.parametrize("args, flag, valid", [
     (["grpo", "--group-size", "1"], "--group-size", "2 to 64"),
     (["grpo", "--lr", "abc"], "--lr", "1e-05 to 1.0"),

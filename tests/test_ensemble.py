@@ -171,3 +171,23 @@ def test_compare_table_on_real_runs(upstream):
     for col in ("sft", "grpo", "grpo_max", "rlvr", "rlvr_max"):
         assert (table["best"] >= table[col] - 1e-6).all(), col
     assert (ctx["grpo_min"] <= ctx["grpo"] + 1e-7).all() and (ctx["grpo"] <= ctx["grpo_max"] + 1e-7).all()
+
+
+@pytest.mark.parametrize("configs", [
+    # the second member takes one step per batch, the first two: the second's values at the step
+    # it sits out overflow (k3 after a step of lr 1) and must not count
+    [GRPOConfig(iterations=1, prompts=1, group_size=2, lr=1.0, kl_coef=0.0, clip_eps=1.0, epochs=2),
+     GRPOConfig(iterations=1, prompts=1, group_size=2, lr=1.0, kl_coef=1.0, clip_eps=1.0, epochs=1,
+                kl_estimator="k3")],
+    # a member with no KL penalty but kl_estimator k3, next to one with a KL: it estimates nothing
+    [RLVRConfig(iterations=12, prompts=4, group_size=9, lr=0.15, kl_coef=1e-300, clip_eps=0.05, epochs=3,
+                seed=4048318, advantage_estimator="none", kl_estimator="k3", clip_eps_high=0.97,
+                dual_clip=6.5, minibatches=3, ref_reset_every=3),
+     GRPOConfig(iterations=12)],
+])
+def test_a_batchmate_cannot_make_a_member_diverge(upstream, configs):
+    together = run_many(upstream, configs)
+    for cfg, run in zip(configs, together):
+        (alone,) = run_many(upstream, [cfg])
+        assert alone.status == run.status == "" and len(run.history) == cfg.iterations
+        assert_same_run(run, alone)

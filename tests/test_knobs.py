@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from grpo_core import GRPOConfig, RLVRConfig, run_many
-from grpo_core.grpo import LossTerms, advantages, grpo_logits_grad, grpo_loss, sampled_kl
+from grpo_core.advantages import advantages
+from grpo_core.export import to_trl
+from grpo_core.losses import LossTerms, grpo_logits_grad, grpo_loss, sampled_kl
 from grpo_core.sampling import generator, sample_categorical
 
 F64 = torch.float64
@@ -311,3 +313,92 @@ def test_advantage_estimator_none_differs_from_grpo(runs):
     grpo, none = runs["adv_grpo"][0], runs["adv_none"][0]
     assert (grpo.true_reward - none.true_reward).abs().max() > 1e-3
     assert (grpo.adv_abs - none.adv_abs).abs().mean() > 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# TRL export: only configs TRL accepts, and exact where it claims to be
+
+def trl_rejects(kw: dict) -> str | None:
+    """The checks TRL's GRPOConfig.__post_init__ and GRPOTrainer.__init__ make on these arguments
+    (one process): why TRL would raise, or None."""
+    generation_batch = kw["per_device_train_batch_size"] * kw["steps_per_generation"]
+    if generation_batch % kw["num_generations"]:
+        return "generation_batch_size not divisible by num_generations"
+    if kw.get("sync_ref_model") and kw["beta"] == 0.0:
+        return "sync_ref_model=True with beta=0"
+    return None
+
+
+@pytest.mark.parametrize("prompts, group_size, minibatches", [
+    (5, 4, 3), (5, 4, 2), (8, 8, 3), (6, 3, 4), (8, 8, 4), (1, 2, 1), (7, 5, 7), (64, 64, 16)])
+@pytest.mark.parametrize("kl_coef", [0.0, 0.05])
+def test_trl_export_is_accepted_by_trl_and_keeps_the_batch(prompts, group_size, minibatches, kl_coef):
+    cfg = GRPOConfig(prompts=prompts, group_size=group_size, minibatches=minibatches, kl_coef=kl_coef,
+                     ref_reset_every=10, epochs=2, iterations=30)
+    export = to_trl(cfg)
+    kw = export.kwargs
+    assert trl_rejects(kw) is None
+    # one TRL generation batch is one of our iterations: prompts x G samples
+    assert kw["per_device_train_batch_size"] * kw["steps_per_generation"] == prompts * group_size
+    assert kw["max_steps"] == 30 * 2 * kw["steps_per_generation"]
+    assert kw["lr_scheduler_type"] == "constant" and kw["max_grad_norm"] == 0.0
+    exact_split = (prompts * group_size) % minibatches == 0
+    assert kw["steps_per_generation"] == (minibatches if exact_split else 1)
+    assert ("minibatches" in export.unmapped) == (minibatches > 1)
+    assert kw.get("sync_ref_model", False) == (kl_coef > 0)
+    assert ("ref_reset_every" in export.unmapped) == (kl_coef == 0)
+    if kl_coef > 0:
+        assert kw["ref_model_sync_steps"] == 10 * 2 * kw["steps_per_generation"]
+
+
+def test_trl_export_of_p5_g4_m3_says_why_it_drops_the_minibatches():
+    export = to_trl(GRPOConfig(prompts=5, group_size=4, minibatches=3))
+    assert export.kwargs["per_device_train_batch_size"] == 20 and export.kwargs["steps_per_generation"] == 1
+    assert "do not divide the 5 x 4 = 20 samples" in export.unmapped["minibatches"]
+
+
+def trl_two_sided_loss(ratio, adv, eps_low, eps_high, delta):
+    """TRL's per-token loss for loss_type grpo/bnpo/dr_grpo/dapo (grpo_trainer.py _compute_loss)."""
+    coef_2 = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    coef_1 = torch.clamp(ratio, max=delta)
+    return -torch.minimum(coef_1 * adv, coef_2 * adv)
+
+
+@pytest.mark.parametrize("dual_clip, exact", [(3.0, True), (1.35, True), (1.25, False), (1.1, False)])
+def test_trl_delta_equals_the_dual_clip_only_from_one_plus_epsilon_high(dual_clip, exact):
+    cfg = GRPOConfig(clip_eps=0.2, clip_eps_high=0.3, dual_clip=dual_clip)
+    export = to_trl(cfg)
+    assert ("delta" in export.kwargs) == exact and ("dual_clip" in export.unmapped) == (not exact)
+    ratios = torch.linspace(0.3, 4.0, 75, dtype=F64).repeat(2)
+    adv = torch.cat([torch.ones(75), -torch.ones(75)]).to(F64)
+    zeros = torch.zeros(1, dtype=F64)
+    terms = terms_of(cfg)
+    ours, _ = grpo_loss(clip_eps=zeros, kl_coef=zeros, terms=terms,
+                        **constructed_batch(ratios.tolist(), adv.tolist()))
+    theirs = trl_two_sided_loss(ratios, adv, terms.clip_low.item(), terms.clip_high.item(),
+                                terms.dual_clip.item()).mean()
+    assert bool(abs(ours[0] - theirs) < 1e-9) == exact
+
+
+def test_trl_export_maps_the_entropy_bonus_and_loss_aggregation():
+    kw = to_trl(GRPOConfig(entropy_coef=0.02)).kwargs
+    assert kw["entropy_coef"] == 0.02 and kw["loss_type"] == "bnpo" and kw["max_completion_length"] == 1
+    assert to_trl(GRPOConfig(advantage_estimator="dr_grpo")).kwargs["loss_type"] == "dr_grpo"
+    assert "entropy_coef" not in to_trl(GRPOConfig()).kwargs
+
+
+def test_the_estimator_registry_is_the_one_list_everyone_reads():
+    from dataclasses import fields
+    from grpo_core import ADVANTAGE_ESTIMATORS, cli
+    from grpo_core.analysis import gradient_noise
+    meta = {f.name: f.metadata for f in fields(GRPOConfig)}["advantage_estimator"]
+    assert tuple(meta["choices"]) == tuple(ADVANTAGE_ESTIMATORS)
+    for name, text in ADVANTAGE_ESTIMATORS.items():
+        assert f"{name} = {text}" in meta["help"]
+        adv, _ = advantages(torch.tensor([[[0.0, 1.0, 3.0]]]), estimator=name)   # each one runs
+        assert adv.shape == (1, 1, 3)
+    sub = cli.build_parser()._subparsers._group_actions[0].choices["grpo"]
+    flag = next(a for a in sub._actions if "--advantage-estimator" in a.option_strings)
+    assert flag.metavar == "{" + ",".join(ADVANTAGE_ESTIMATORS) + "}"
+    import inspect
+    assert inspect.signature(gradient_noise).parameters["estimators"].default == tuple(ADVANTAGE_ESTIMATORS)

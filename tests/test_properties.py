@@ -56,7 +56,14 @@ def test_any_valid_config_trains_to_finite_metrics(upstream, configs):
     for cfg, res in zip(configs, results):
         hist = res.history
         assert len(hist) <= cfg.iterations
-        assert len(hist) == cfg.iterations or res.stopped
+        # A run ends early only by diverging, and then for its own reasons: alone it diverges at
+        # the same iteration (a batchmate's settings must not poison it).
+        assert res.status in ("", "diverged") and (res.status == "") == (len(hist) == cfg.iterations)
+        if res.status == "diverged":
+            assert res.stopped.startswith(f"Stopped after {len(hist)} of {cfg.iterations}")
+            if len(configs) > 1:
+                (alone,) = run_many(upstream, [cfg])
+                assert (alone.status, len(alone.history)) == ("diverged", len(hist)), cfg
         numbers = hist.select_dtypes("number").to_numpy(dtype=float)
         assert np.isfinite(numbers).all(), f"non-finite metrics for {cfg}"
         assert np.isfinite(res.final_logp.numpy()).all()
@@ -117,3 +124,8 @@ def test_pretraining_work_is_capped_with_a_message(cls, kw, field):
         cls(**kw)
     assert str(err.value).startswith(field) and "limit" in str(err.value)
     cls()  # the defaults are far inside the caps
+
+
+def test_an_experiment_at_the_largest_seed_with_64_seeds_is_valid():
+    doc = {"kind": "grpo", "seeds": 64, "run": {"seed": 2**31 - 1, "iterations": 10}}
+    assert experiment_from_json(json.dumps(doc)).run.seed == 2**31 - 1

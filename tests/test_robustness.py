@@ -450,22 +450,12 @@ def test_hand_edited_urls_never_raise(page, key, value):
     assert not at.exception
 
 
-def _seeds_wrap_at_the_maximum() -> bool:
-    try:
-        seed_configs(GRPOConfig(seed=2**31 - 1), 2)
-        return True
-    except ConfigError:
-        return False
-
-
 MAX_SEED_PAGES = {"pages/2_GRPO.py": "grpo", "pages/3_RLVR.py": "rlvr", "pages/4_Group_size_sweep.py": "sweep",
                   "pages/6_Reward_hacking.py": "hack", "pages/7_Zero_signal_groups.py": "zero",
                   "pages/8_Pass_at_k.py": "passk"}
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(not _seeds_wrap_at_the_maximum(), strict=True,
-                   reason="grpo_core.seed_configs does not yet wrap seed + k modulo 2**31 (core branch)")
 @pytest.mark.parametrize("page", list(MAX_SEED_PAGES))
 @pytest.mark.parametrize("seeds", ["default", "max"])
 def test_the_largest_seed_runs(page, seeds):

@@ -19,11 +19,10 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from grpo_core import (ConfigError, GRPOConfig, ProblemConfig, RLVRConfig, RewardModelConfig,
-                       SFTConfig, config_fields, field_range)
-# The advantage-estimator registry (name -> one-line help). The core is moving it to
-# grpo_core.ADVANTAGE_ESTIMATORS; this is the one import of it in ui/.
-from grpo_core.grpo import ADVANTAGE_ESTIMATORS  # noqa: F401  (re-exported for the pages)
+# ADVANTAGE_ESTIMATORS: the core's estimator registry (name -> one-line help); this is the one
+# import of it in ui/, re-exported for the pages.
+from grpo_core import (ADVANTAGE_ESTIMATORS, ConfigError, GRPOConfig, ProblemConfig, RLVRConfig,  # noqa: F401
+                       RewardModelConfig, SFTConfig, config_fields, field_range)
 
 SEEDS_DEFAULT, SEEDS_MAX = 8, 64
 RUN_SEEDS_HELP = ("Independent runs (seeds seed, seed+1, …) trained together as one batch; the "

@@ -1,6 +1,7 @@
 """The one place the sequence engine imports the one-token engine's estimators.
 
-The advantage estimators and the per-sample KL estimators are shared, never copied: when
-grpo_core.grpo is split into advantages.py and losses.py, only these imports move.
+The advantage estimators (grpo_core.advantages) and the per-sample KL estimators
+(grpo_core.losses) are shared by both engines, never copied.
 """
-from ..grpo import KL_CODES, advantages, sampled_kl  # noqa: F401
+from ..advantages import advantages  # noqa: F401
+from ..losses import KL_CODES, sampled_kl  # noqa: F401

@@ -1,0 +1,460 @@
+"""GRPO: Group Relative Policy Optimization (Shao et al., DeepSeekMath, 2024), batched over runs.
+
+One iteration, for each of E independent runs (members) at once:
+
+1. Sample P prompts c_p ~ U(C) and a group of G responses v_pg ~ pi_old(. | c_p).
+2. Score them: r_pg = r(c_p, v_pg), with the learned reward model (GRPO) or the verifiable
+   reward 1[v_pg = v*_c] (RLVR).
+3. Group-relative advantages, no critic:  A_pg = (r_pg - mean_g r_pg) / (std_g r_pg + eps).
+4. `epochs` Adam steps on the clipped surrogate with a KL penalty to the reference (SFT) policy:
+
+       L = -1/(PG) sum_pg min(rho_pg A_pg, clip(rho_pg, 1 - eps_c, 1 + eps_c) A_pg)
+           + beta * 1/P sum_p KL(pi(. | c_p) || pi_ref(. | c_p)),   rho_pg = pi(v_pg|c_p) / pi_old(v_pg|c_p)
+
+   The KL term is exact (a sum over the vocabulary), as in the notebook.
+
+Members may differ in every GRPOConfig field. Each draws its randomness from its own generator,
+and shorter groups, fewer prompts, epochs or iterations are masked, so a member's trajectory is
+the one it would follow alone (to float round-off: batched matrix products may round a member
+differently, ~1e-7, depending on the batch). The policy is evaluated on the C contexts only, once
+per step, and samples gather from that (E, C, V) table. Advantages come from advantages.py; the
+loss, its aggregation and its hand-written gradient from losses.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from .advantages import member_advantages
+from .config import GRPOConfig, check_budget
+from .losses import LossTerms, aggregation_weights, context_weights, grpo_logits_grad, sampled_kl
+from .metrics import policy_metrics
+from .models import BatchedAdam
+from .problem import Problem
+from .sampling import draw_iterations, generator, sample_categorical
+from .sft import SFTResult, sft_policy
+
+# Iterations are processed in chunks: randomness is drawn, and records are reduced, once per
+# chunk. A chunk is at most MAX_CHUNK iterations and is sized so that the batch's draws take at
+# most DRAW_BYTES and its per-iteration policy records at most RECORD_BYTES, whatever the request.
+MAX_CHUNK = 64
+DRAW_BYTES = 16 * 2**20
+RECORD_BYTES = 8 * 2**20
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One finished run: its config, per-iteration history, weights and exact final evaluation."""
+
+    config: GRPOConfig
+    history: pd.DataFrame          # one row per iteration (see HISTORY_COLUMNS)
+    state_dict: dict               # nn.Sequential(Linear, ReLU, Linear) keys
+    final_logp: torch.Tensor       # (C, V)
+    per_context: pd.DataFrame      # context, true_reward, rm_reward, correct_prob, kl_ref, entropy
+    stopped: str = ""              # why the run ended before config.iterations, if it did
+    status: str = ""               # "" (finished), "stopped" (by request or paused) or "diverged"
+
+    @property
+    def completed_iterations(self) -> int:
+        return len(self.history)
+
+
+# Columns of RunResult.history. Exact ones are computed from the full distribution after the
+# iteration's update (kl_ref against the SFT policy, even when the reference is reset); batch
+# ones from the samples the iteration drew.
+EXACT_COLUMNS = ("true_reward", "rm_reward", "kl_ref", "entropy", "correct_prob")
+BATCH_COLUMNS = ("generated", "batch_reward", "first_group_reward", "adv_abs", "zero_std_frac",
+                 "clip_frac", "clip_frac_low", "clip_frac_high", "policy_loss", "batch_kl",
+                 "kl_estimate", "grad_norm")
+# What each member records after its steps on a batch, reduced into BATCH_COLUMNS per chunk.
+_STEP_RECORD = ("n_clip_low", "n_clip_high", "policy_loss", "kl", "kl_estimate", "grad_norm")
+# What each iteration's samples leave for BATCH_COLUMNS: sums over the member's batch.
+_SUMS = ("reward", "first_group_reward", "adv_abs", "zero_std_groups")
+
+
+def reward_table(problem: Problem, cfg: GRPOConfig, rm_table: torch.Tensor | None) -> torch.Tensor:
+    """(C, V) reward a config trains on: the reward model's scores or the verifiable reward."""
+    if cfg.reward == "verifiable":
+        return problem.verifiable_reward
+    if rm_table is None:
+        raise ValueError("a GRPO run with reward='reward_model' needs the reward model's table")
+    return rm_table
+
+
+def _draw(gens, configs, start, n_ctx, shape):
+    """Each member's prompts (T, K, E, P) and uniforms (T, K, E, P, G), shape = (T, K, E, P, G),
+    for the T iterations from `start` (try k of every member contiguous; K - 1 is the most redraws
+    dynamic sampling may need); a member draws
+    only up to its own iteration count. See sampling.draw_iterations: the draws do not depend on
+    T, so neither the batch nor the way the trainer is advanced changes a run's randomness."""
+    prompts = torch.zeros(shape[:4], dtype=torch.long)                     # (T, K, E, P)
+    u = torch.zeros(shape)
+    for e, (gen, cfg) in enumerate(zip(gens, configs)):
+        n = min(shape[0], cfg.iterations - start)
+        if n > 0:
+            tries = cfg.dynamic_sampling + 1
+            picks, draws = draw_iterations(gen, n, cfg.prompts, tries, cfg.group_size, n_ctx)
+            prompts[:n, :tries, e, :cfg.prompts] = picks.transpose(1, 2)
+            u[:n, :tries, e, :cfg.prompts, :cfg.group_size] = draws.transpose(1, 2)
+    return prompts, u
+
+
+def chunk_length(m: "_Members", n_ctx: int, vocab: int) -> int:
+    """Iterations per chunk for this batch: as many as fit DRAW_BYTES of draws and RECORD_BYTES
+    of policy records (at least 1, at most MAX_CHUNK). Results do not depend on it."""
+    draw = m.n * m.p_max * m.k_max * (8 + 4 * m.g_max)          # prompts int64, uniforms float32
+    record = 4 * m.n * n_ctx * vocab * 4                        # logp row and metric temporaries
+    return max(1, min(MAX_CHUNK, DRAW_BYTES // draw, RECORD_BYTES // record))
+
+
+class _Members:
+    """Per-member settings of a batch of runs as tensors, and the masks that let members with
+    fewer prompts, smaller groups, fewer steps or iterations share one computation."""
+
+    def __init__(self, configs: Sequence[GRPOConfig]):
+        vec = lambda name, dtype=torch.long: torch.tensor([getattr(c, name) for c in configs], dtype=dtype)
+        self.n = len(configs)
+        self.iterations, self.epochs = vec("iterations"), vec("epochs")
+        self.minibatches, self.tries = vec("minibatches"), vec("dynamic_sampling") + 1
+        self.steps = self.epochs * self.minibatches                        # optimizer steps per batch
+        self.lr, self.kl_coef = vec("lr", torch.float32), vec("kl_coef", torch.float32)
+        self.ref_reset = vec("ref_reset_every")
+        self.estimators = [c.advantage_estimator for c in configs]
+        self.terms = LossTerms.from_configs(configs)
+        self.use_kl = bool((self.kl_coef > 0).any())
+        in_reward = [c.kl_placement == "reward" and c.kl_coef > 0 for c in configs]
+        self.beta_reward = torch.tensor([c.kl_coef * r for c, r in zip(configs, in_reward)]).view(-1, 1)
+        self.reward_k_code = self.terms.k_code * torch.tensor(in_reward).view(-1, 1)
+        self.t_max, self.steps_max = int(self.iterations.max()), int(self.steps.max())
+        self.p_max = max(c.prompts for c in configs)
+        self.g_max = max(c.group_size for c in configs)
+        self.k_max = int(self.tries.max())
+        prompts, group = vec("prompts"), vec("group_size")
+        self.valid_p = torch.arange(self.p_max) < prompts.unsqueeze(1)                 # (E, P)
+        self.valid = self.valid_p.unsqueeze(-1) & (torch.arange(self.g_max) < group.view(-1, 1, 1))
+        self.n_samples = self.valid.flatten(1).sum(1)                                  # (E,)
+        self.lockstep = bool((self.iterations == self.t_max).all() and (self.steps == self.steps_max).all())
+        # Minibatch m of a member holds its prompts p with p * M // P == m (as equal as possible).
+        mb_of_prompt = (torch.arange(self.p_max) * self.minibatches.unsqueeze(1)
+                        // prompts.unsqueeze(1)).minimum(self.minibatches.unsqueeze(1) - 1)
+        self.minibatch_of_sample = mb_of_prompt.unsqueeze(-1).expand(-1, -1, self.g_max).flatten(1)  # (E, S)
+        self.single_minibatch = bool((self.minibatches == 1).all())
+        # Constants of every iteration, built once.
+        self.mb_of_prompt, self.m_max = mb_of_prompt, int(self.minibatches.max())
+        self.member_of_prompt = torch.arange(self.n).unsqueeze(1).expand(-1, self.p_max)  # (E, P)
+        self.weight = aggregation_weights(self.valid.flatten(1))             # (E, S)
+        self.in_step = [step < self.steps for step in range(self.steps_max)]  # (E,) per step
+
+    def step_weights(self, step: int, ctx_weight_mb: torch.Tensor):
+        """Sample weights (E, S) and context weights (E, C) for optimizer step `step` of a batch."""
+        mb = (step % self.minibatches).unsqueeze(1)                                     # (E, 1)
+        weight = aggregation_weights(self.valid.flatten(1), self.minibatch_of_sample == mb)
+        return weight, ctx_weight_mb[torch.arange(self.n), mb.squeeze(1)]
+
+
+def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
+               configs: Sequence[GRPOConfig],
+               on_iteration: Callable[[int, int], bool | None] | None = None) -> list[RunResult]:
+    """Train len(configs) runs together from the SFT policy; returns one RunResult per config.
+
+    rm_table (C, V): the reward model's scores (needed by members with reward='reward_model').
+    on_iteration(done, total) is called after each iteration; returning False stops every run
+    there, keeping the iterations finished so far. A member whose parameters become non-finite
+    stops at its last finite iteration, and its result says so.
+    """
+    trainer = GRPOTrainer(problem, sft, rm_table, configs)
+    trainer.advance(on_iteration=on_iteration)
+    return trainer.results()
+
+
+class GRPOTrainer:
+    """A batch of GRPO runs that can be advanced a few iterations at a time (live training).
+
+        trainer = GRPOTrainer(problem, sft, rm_table, configs)
+        trainer.advance(50)          # 50 more iterations (fewer at the end)
+        partial = trainer.results()  # the runs so far, as RunResults
+        trainer.advance()            # to the end
+
+    Advancing in pieces gives exactly the runs train_grpo gives in one go: a run's randomness is
+    one stream from its own generator, however it is chunked (sampling.draw_iterations).
+    """
+
+    def __init__(self, problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
+                 configs: Sequence[GRPOConfig]):
+        self.configs = configs = list(configs)
+        check_budget(configs)
+        self.problem, self.rm_table, self.m = problem, rm_table, _Members(configs)
+        m, n_ctx, vocab = self.m, problem.n_contexts, problem.vocab_size
+        self.net = sft_policy(sft)
+        self.theta = self.net.from_state_dict(sft.state_dict).repeat(m.n, 1)   # (E, N)
+        self.params = self.net.layout.views(self.theta)
+        self.x1 = self.net.inputs(problem.contexts, m.n)
+        self.opt = BatchedAdam(self.theta, m.lr)
+        self.sft_logp = sft.logp                                                # (C, V)
+        self.ref_logp = (self.sft_logp if not bool((m.ref_reset > 0).any())
+                         else self.sft_logp.repeat(m.n, 1, 1))
+        self.rewards_cv = torch.stack([reward_table(problem, c, rm_table) for c in configs]).flatten(1)
+        self.gens = [generator(c.seed) for c in configs]
+
+        # Records are reduced once per chunk (and when results are asked for), so memory stays
+        # bounded: exact metrics of the policy after each iteration (row 0: the SFT start) and
+        # the batch statistics of each iteration, from per-iteration sums (E, len(_SUMS)).
+        self.chunk = chunk_length(m, n_ctx, vocab)
+        self.exact: dict[str, torch.Tensor] = {}
+        self.stats = torch.zeros(m.t_max, m.n, len(BATCH_COLUMNS))
+        self.logp_buf = torch.empty(self.chunk, m.n, n_ctx, vocab)
+        self.sums_buf = torch.empty(self.chunk, m.n, len(_SUMS))
+        self.generated_buf = torch.empty(self.chunk, m.n)
+        self.record_buf = torch.empty(self.chunk, m.n, len(_STEP_RECORD))
+        self.good_theta = self.theta.clone()        # each member's last finite weights ...
+        self.good_logp = torch.empty(m.n, n_ctx, vocab)  # ... and policy
+        self.first_bad = torch.full((m.n,), m.t_max + 1)  # first iteration with a non-finite policy or loss
+        self.iteration = 0                          # iterations done
+        self.end = m.t_max                          # where the batch stops (earlier on request or divergence)
+        self.diverged = False
+        self.logits, self.h1 = self.net.forward(self.params, self.x1)
+        self._observe()
+
+    @property
+    def total(self) -> int:
+        return self.m.t_max
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.end
+
+    def stop(self) -> None:
+        """End every run at the current iteration (results keep what is done)."""
+        self.end = self.iteration
+
+    def advance(self, n: int | None = None,
+                on_iteration: Callable[[int, int], bool | None] | None = None) -> int:
+        """Run up to n more iterations (all that remain if None); returns the iterations done.
+        on_iteration(done, total) after each one; returning False stops the batch there."""
+        target = self.end if n is None else min(self.end, self.iteration + n)
+        while self.iteration < target and self.iteration < self.end:
+            self._iterate()
+            self.iteration += 1
+            if self.iteration % self.chunk == 0:
+                self._flush_stats()
+            self._observe()
+            if on_iteration is not None and on_iteration(self.iteration, self.total) is False:
+                self.stop()
+        return self.iteration
+
+    def _observe(self) -> None:
+        """Record the current policy as the exact-metrics row of iteration `self.iteration`."""
+        it, row = self.iteration, self.iteration % self.chunk
+        logp = torch.log_softmax(self.logits, -1)                           # (E, C, V)
+        self.logp_buf[row] = logp
+        if not self.diverged and bool(torch.isfinite(logp).all()):
+            self.good_theta.copy_(self.theta)
+            self.good_logp.copy_(logp)
+        else:  # a diverged member keeps its last finite state; the others go on
+            finite = torch.isfinite(logp).flatten(1).all(1)
+            self.first_bad = torch.where(~finite & (self.first_bad > it), it, self.first_bad)
+            ok = (self.first_bad > it).unsqueeze(1)
+            self.good_theta = torch.where(ok, self.theta, self.good_theta)
+            self.good_logp = torch.where(ok.unsqueeze(2), logp, self.good_logp)
+            self.diverged = True
+            if not bool(ok.any()):
+                self.end = it
+        if row == self.chunk - 1:
+            self._flush_exact()
+
+    def _flush_exact(self) -> None:
+        """Exact metrics of the policies recorded since the last chunk boundary."""
+        it, row = self.iteration, self.iteration % self.chunk
+        chunk = policy_metrics(self.logp_buf[:row + 1], self.problem, self.rm_table, self.sft_logp)
+        for name, values in chunk.items():
+            self.exact.setdefault(name, torch.empty(self.m.t_max + 1, self.m.n))[it - row:it + 1] = values
+
+    def _flush_stats(self) -> None:
+        """Batch statistics of the iterations done since the last chunk boundary."""
+        last = self.iteration - 1                   # index of the last finished iteration
+        if last < 0:
+            return
+        row = last % self.chunk
+        self.stats[last - row:last + 1] = _batch_stats(
+            self.m, self.sums_buf[:row + 1], self.generated_buf[:row + 1], self.record_buf[:row + 1])
+
+    def _iterate(self) -> None:
+        """One iteration for every member: sample and score groups, then the policy steps."""
+        m, net, params, x1 = self.m, self.net, self.params, self.x1
+        it, row = self.iteration, self.iteration % self.chunk
+        n_mem, n_ctx = m.n, self.problem.n_contexts
+        logp = self.logp_buf[row]
+        if row == 0:
+            self.prompts_chunk, self.u_chunk = _draw(self.gens, self.configs, it, n_ctx,
+                                                     (self.chunk, m.k_max, n_mem, m.p_max, m.g_max))
+        if self.ref_logp.dim() == 3 and it > 0:  # reference reset (DeepSeek-R1): pi_ref <- pi
+            reset = (m.ref_reset > 0) & (it % m.ref_reset.clamp_min(1) == 0)
+            self.ref_logp = torch.where(reset.view(-1, 1, 1), logp, self.ref_logp)
+        ref_logp = self.ref_logp
+
+        # Sample the groups and score them: no gradient flows through this block.
+        prompts, index, rewards, generated = _sample_groups(
+            m, logp, self.rewards_cv, ref_logp, self.prompts_chunk[row], self.u_chunk[row])
+        old_logp = logp.flatten(1).gather(1, index)                         # (E, S)
+        adv, zero_std = member_advantages(m.estimators, rewards, m.valid)
+        adv = adv.flatten(1)
+        # Fraction of each minibatch's prompts at each context: (E, M, C).
+        ctx_weight_mb = context_weights(prompts, m.member_of_prompt, m.mb_of_prompt, m.valid_p,
+                                        m.m_max, n_ctx)
+
+        # epochs x minibatches clipped policy-gradient steps on this batch.
+        record = torch.zeros(n_mem, len(_STEP_RECORD))
+        weight, ctx_weight = m.weight, ctx_weight_mb[:, 0]
+        in_run = it < m.iterations
+        h1 = self.h1
+        for step in range(m.steps_max):
+            if step:
+                logits, h1 = net.forward(params, x1)
+                logp = torch.log_softmax(logits, -1)
+            if not m.single_minibatch:
+                weight, ctx_weight = m.step_weights(step, ctx_weight_mb)
+            dlogits, info = grpo_logits_grad(logp, ref_logp, index, old_logp, adv, weight,
+                                             ctx_weight, None, m.kl_coef, step == 0, m.use_kl,
+                                             terms=m.terms)
+            grad = net.backward(params, x1, h1, dlogits)
+            info["grad_norm"] = torch.linalg.vector_norm(grad, dim=1, dtype=torch.float64).float()
+            values = torch.stack([info[k] for k in _STEP_RECORD], dim=1)   # (E, R)
+            if m.lockstep:
+                self.opt.step(grad)
+                record += values
+            else:  # members past their own steps or iterations sit this step out
+                active = in_run & m.in_step[step]
+                self.opt.step(grad, active)
+                record += torch.where(active.unsqueeze(1), values, 0.0)  # not x: 0 x inf = NaN
+        self.logits, self.h1 = net.forward(params, x1)
+
+        if not bool(torch.isfinite(record).all()):  # a non-finite loss or gradient: stop there
+            bad = ~torch.isfinite(record).all(1) & (self.first_bad > it + 1)
+            self.first_bad = torch.where(bad, it + 1, self.first_bad)
+            self.diverged = True
+        self.sums_buf[row] = _iteration_sums(m, rewards, adv, zero_std)
+        self.generated_buf[row], self.record_buf[row] = generated, record
+
+    def results(self) -> list[RunResult]:
+        """Each member's run so far: its own iterations, up to a stop, before any divergence."""
+        self._flush_exact()
+        self._flush_stats()
+        done, m = self.iteration, self.m
+        kept = torch.minimum(m.iterations.clamp_max(done), self.first_bad - 1)
+        results = []
+        for e, cfg in enumerate(self.configs):
+            n = int(kept[e])
+            status = ("diverged" if n < min(cfg.iterations, done) else
+                      "stopped" if n < cfg.iterations else "")
+            results.append(_result(self.problem, self.net, cfg, n, status, self.good_theta[e],
+                                   self.good_logp[e], {k: v[1:n + 1, e] for k, v in self.exact.items()},
+                                   self.stats[:n, e], self.rm_table, self.sft_logp))
+        return results
+
+
+def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
+    """Draw each member's groups from the policy and score them.
+
+    logp (E, C, V); prompts (K, E, P) and u (K, E, P, G) the members' draws for K tries per slot.
+    With dynamic sampling (K > 1), a slot takes its first try whose rewards are not all equal, or
+    its last allowed try. With the KL placed in the reward, r <- r - beta * k(v) (exact: KL_c).
+    Tries are scored one at a time, and only until every slot has chosen, so the temporaries are
+    (E, P, G) whatever K. Returns prompts (E, P), index (E, S), rewards (E, P, G), generated (E,).
+    """
+    n_mem, vocab = logp.shape[0], logp.shape[-1]
+    k_max, p_max, g_max = u.shape[0], u.shape[2], u.shape[3]
+    probs = logp.exp()
+    in_reward = bool((m.beta_reward > 0).any())
+    if in_reward:
+        log_ratio = (logp - ref_logp).flatten(-2)
+        if log_ratio.dim() == 1:
+            log_ratio = log_ratio.expand(n_mem, -1)
+        kl_ctx = (probs * (logp - ref_logp)).sum(-1)                        # (E, C)
+
+    def one_try(k: int):
+        """Prompts (E, P), index (E, P, G) and rewards (E, P, G) of try k of every slot."""
+        slot_prompts = prompts[k]
+        tokens = sample_categorical(probs.gather(1, slot_prompts.unsqueeze(-1).expand(-1, -1, vocab)),
+                                    u[k])                                   # (E, P, G)
+        index = slot_prompts.unsqueeze(-1) * vocab + tokens
+        rewards = rewards_cv.gather(1, index.flatten(1))
+        if in_reward:
+            k_value, _ = sampled_kl(log_ratio.gather(1, index.flatten(1)), m.reward_k_code.clamp_min(1))
+            exact_value = kl_ctx.gather(1, slot_prompts).unsqueeze(-1).expand(-1, -1, g_max).flatten(1)
+            k_value = torch.where(m.reward_k_code == 0, exact_value, k_value)
+            rewards = rewards - m.beta_reward * k_value
+        return slot_prompts, index, rewards.view(n_mem, p_max, g_max)
+
+    out_prompts, out_index, out_rewards = one_try(0)
+    if k_max == 1:
+        return out_prompts, out_index.flatten(1), out_rewards, m.n_samples.float()
+    last = (m.tries - 1).view(-1, 1)                                        # (E, 1)
+    choice = torch.zeros(n_mem, p_max, dtype=torch.long)
+    done = ~m.valid_p                                                       # slots with no samples
+    for k in range(k_max):
+        if k:
+            slot_prompts, index, rewards = one_try(k)
+        else:
+            slot_prompts, index, rewards = out_prompts, out_index, out_rewards
+        hi = torch.where(m.valid, rewards, -torch.inf).amax(-1)
+        lo = torch.where(m.valid, rewards, torch.inf).amin(-1)
+        take = ~done & (k <= last) & ((hi > lo) | (k == last))                # (E, P)
+        if k:
+            out_prompts = torch.where(take, slot_prompts, out_prompts)
+            out_index = torch.where(take.unsqueeze(-1), index, out_index)
+            out_rewards = torch.where(take.unsqueeze(-1), rewards, out_rewards)
+        choice = torch.where(take, k, choice)
+        done = done | take
+        if bool(done.all()):
+            break
+    generated = ((choice + 1) * m.valid.sum(-1)).sum(1).float()
+    return out_prompts, out_index.flatten(1), out_rewards, generated
+
+
+def _iteration_sums(m: _Members, rewards, adv, zero_std):
+    """The sums (E, len(_SUMS)) an iteration's batch statistics need, from rewards (E, P, G),
+    adv (E, S) and zero_std (E, P): so no per-sample tensor outlives its iteration."""
+    masked = torch.where(m.valid, rewards, 0.0)
+    return torch.stack([masked.sum((1, 2)), masked[:, 0].sum(1), adv.abs().sum(1),
+                        (zero_std & m.valid_p).sum(1)], dim=1)
+
+
+def _batch_stats(m: _Members, sums, generated, record):
+    """Per-iteration batch statistics (T, E, len(BATCH_COLUMNS)) from sums (T, E, len(_SUMS)),
+    generated (T, E) and record (T, E, R) the per-step values summed over each member's steps."""
+    n_valid = m.n_samples                                                   # (E,)
+    s = dict(zip(_SUMS, sums.unbind(-1)))
+    rec = dict(zip(_STEP_RECORD, record.unbind(-1)))
+    per_step = n_valid * m.steps
+    low, high = rec["n_clip_low"] / per_step, rec["n_clip_high"] / per_step
+    return torch.stack([
+        generated,
+        s["reward"] / n_valid,
+        s["first_group_reward"] / m.valid[:, 0].sum(1),
+        s["adv_abs"] / n_valid,
+        s["zero_std_groups"] / m.valid_p.sum(1),
+        low + high, low, high,
+        rec["policy_loss"] / m.steps, rec["kl"] / m.steps, rec["kl_estimate"] / m.steps,
+        rec["grad_norm"] / m.steps], dim=-1)
+
+
+def _result(problem, net, cfg, n, status, theta_row, final_logp, exact, stats, rm_table, ref_logp):
+    """One member's RunResult: n iterations kept, its final weights and policy, its records."""
+    hist = {"iteration": torch.arange(1, n + 1).numpy(),
+            "samples": stats[:, 0].round().long().cumsum(0).numpy()}
+    hist.update({k: exact[k].numpy() for k in EXACT_COLUMNS if k in exact})
+    hist.update({k: stats[:, j].numpy() for j, k in enumerate(BATCH_COLUMNS) if k != "generated"})
+    final = policy_metrics(final_logp, problem, rm_table, ref_logp, per_context=True)
+    per_context = pd.DataFrame({"context": range(problem.n_contexts),
+                                **{k: v.numpy() for k, v in final.items()},
+                                "best": problem.best_reward.numpy()})
+    message = {
+        "diverged": f"Stopped after {n} of {cfg.iterations} iterations: the policy's parameters "
+                    "became non-finite. Lower the learning rate or raise the KL coefficient.",
+        "stopped": f"Stopped after {n} of {cfg.iterations} iterations.",
+        "": ""}[status]
+    return RunResult(cfg, pd.DataFrame(hist), net.state_dict(theta_row), final_logp.clone(),
+                     per_context, message, status)
