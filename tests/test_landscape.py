@@ -16,6 +16,7 @@ from grpo_core.config import ConfigError
 from grpo_core.methods.dpo import train_dpo, train_online_dpo
 from grpo_core.methods.landscape import (DEFAULT_RESPONSES, METHOD_NAMES, METHODS, landscape,
                                          landscape_configs, param_counts)
+from grpo_core.methods.ppo import PPOConfig, responses_per_iteration
 from grpo_core.pipeline import run_many
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def defaults(upstream):
 def test_table_and_histories_follow_the_contract(small, upstream):
     t = small.table.set_index("method")
     assert list(t.index) == list(METHOD_NAMES)
-    counts = param_counts(upstream)
+    counts = param_counts(upstream, PPOConfig().critic_hidden)
     for m in METHOD_NAMES:
         spec, row, hists = METHODS[m], t.loc[m], small.histories[m]
         assert len(hists) == 2 and row["seeds"] == 2
@@ -44,8 +45,7 @@ def test_table_and_histories_follow_the_contract(small, upstream):
         assert row["true_reward_p10"] <= row["true_reward"] <= row["true_reward_p90"]
         assert row["kl"] == pytest.approx(np.mean([h["kl_ref"].iloc[-1] for h in hists]))
         assert row["networks"] == len(spec.networks)
-        want = counts["policy"] + (counts["reward model"] if "reward model" in spec.networks else 0)
-        assert row["trained_params"] == want
+        assert row["trained_params"] == sum(counts[n] for n in spec.networks if n != "reference")
         for h in hists:
             assert {"iteration", "responses", "true_reward", "kl_ref"} <= set(h.columns)
             assert np.isfinite(h["true_reward"]).all()
@@ -58,9 +58,15 @@ def test_table_and_histories_follow_the_contract(small, upstream):
     for m in METHOD_NAMES:
         cfg = small.runs[m][0].config
         if METHODS[m].online:
-            per = cfg.samples_per_iteration
+            per = cfg.samples_per_iteration if m == "online_dpo" else responses_per_iteration(cfg)
             assert t.loc[m, "responses"] == (SMALL // per) * per == t.loc[m, "iterations"] * per
     assert t.loc["grpo", "responses"] == SMALL
+    assert t.loc["ppo", "trained_params"] > t.loc["grpo", "trained_params"] > t.loc["dpo", "trained_params"]
+    assert t.loc["ppo", "networks"] == 4 and t.loc["grpo", "networks"] == 3 and t.loc["dpo", "networks"] == 2
+    # PPO and REINFORCE++ answer each prompt once; ReMax's greedy responses are counted
+    assert (small.runs["ppo"][0].config.prompts, small.runs["ppo"][0].config.group_size) == (64, 1)
+    remax = small.runs["remax"][0]
+    assert remax.history["samples"].diff().dropna().eq(8 * 7 + 8).all()
     assert t.loc["dpo", "responses"] == 0            # trained on the reward model's pairs
     assert t.loc["dpo", "iterations"] == 5 * upstream.rm.config.steps
     assert small.sft == pytest.approx(float(upstream.sft.history["true_reward"].iloc[-1]), abs=1e-6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grpo_core.grpo import KL_CODES, sampled_kl
+from grpo_core.losses import KL_CODES, sampled_kl
 from grpo_core.methods.dpo import dpo_optimum
 from grpo_core.methods.kl import (PLACEMENTS, expected_gradient, expected_value, fixed_point,
                                   kl_forward, kl_placement_table, kl_reverse)

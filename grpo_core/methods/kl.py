@@ -28,7 +28,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ..grpo import KL_CODES, sampled_kl
+from ..losses import KL_CODES, sampled_kl
 
 PLACEMENTS = ("exact_loss", "k1_loss", "k2_loss", "k3_loss", "k1_reward")
 PLACEMENT_HELP = {

@@ -13,7 +13,7 @@ reward model's own labelled pairs (the same information the reward model had).
 
 The online methods that share the GRPO engine train as members of its batches (the method is a
 per-member setting, as the advantage estimator is), one batch per shape (iterations, steps,
-prompts, group size) so that no member pads another; each member follows the trajectory it would
+prompts) so that members step in lockstep; each member follows the trajectory it would
 follow alone. Offline and online DPO train together as one batch of their own. A method's
 `seconds` is its share of its batch's time, in proportion to its optimizer steps.
 """
@@ -30,6 +30,7 @@ from ..config import ConfigError, GRPOConfig, RLVRConfig, check_budget
 from ..models import PolicyNet, RewardNet
 from ..pipeline import Upstream, band, build_upstream, reference_metrics, run_many
 from .dpo import DPOConfig, OnlineDPOConfig, train_dpo_runs
+from .ppo import PPOConfig, ReinforcePPConfig, ReMaxConfig, responses_per_iteration
 
 DEFAULT_RESPONSES = 500 * 8 * 8          # GRPO's default run: iterations x prompts x group size
 HISTORY_COLUMNS = ("iteration", "responses", "true_reward", "rm_reward", "kl_ref", "entropy",
@@ -60,16 +61,16 @@ def _iterations(per_iteration: int, responses: int, name: str) -> int:
     return n
 
 
-def _grpo_like(name: str, **fields):
+def _engine(name: str, cls=GRPOConfig, **fields):
+    """A maker of GRPO-engine configs whose iterations spend the budget (ReMax's greedy
+    responses counted)."""
     def make(seed: int, responses: int) -> GRPOConfig:
-        base = GRPOConfig(seed=seed, **fields)
-        return base.replace(iterations=_iterations(base.samples_per_iteration, responses, name))
+        base = cls(seed=seed, **fields)
+        return base.replace(iterations=_iterations(responses_per_iteration(base), responses, name))
     return make
 
 
-def _rlvr(seed: int, responses: int) -> RLVRConfig:
-    base = RLVRConfig(seed=seed)
-    return base.replace(iterations=_iterations(base.samples_per_iteration, responses, "rlvr"))
+_rlvr = _engine("rlvr", RLVRConfig)
 
 
 def _dpo(seed: int, responses: int, data: str = "reward_model_pairs") -> DPOConfig:
@@ -83,17 +84,30 @@ def _online_dpo(seed: int, responses: int) -> OnlineDPOConfig:
 
 POLICY_REF_RM = ("policy", "reference", "reward model")
 METHODS: dict[str, MethodSpec] = {s.name: s for s in [
+    MethodSpec("ppo", "PPO (RLHF)", "One response per prompt, a learned critic V(c) as the baseline "
+               "(GAE for one-token responses: A = r - V(c)), whitened advantages, clipped steps, "
+               "k1 KL subtracted from the reward (InstructGPT; TRL PPOTrainer).",
+               "Reward model", "GAE + critic V(s)", True, (*POLICY_REF_RM, "critic"),
+               _engine("ppo", PPOConfig)),
     MethodSpec("reinforce", "REINFORCE", "Policy gradient with the raw reward as the advantage: "
                "no baseline (the GRPO engine with advantage_estimator='none').",
                "Reward model", "r (no baseline)", True, POLICY_REF_RM,
-               _grpo_like("reinforce", advantage_estimator="none")),
+               _engine("reinforce", advantage_estimator="none")),
     MethodSpec("rloo", "RLOO", "REINFORCE with a leave-one-out baseline: each response's advantage is "
                "its reward minus the mean of the other responses to its prompt (Ahmadian et al. 2024).",
                "Reward model", "r - mean of the others", True, POLICY_REF_RM,
-               _grpo_like("rloo", advantage_estimator="rloo")),
+               _engine("rloo", advantage_estimator="rloo")),
+    MethodSpec("reinforce_pp", "REINFORCE++", "One response per prompt, k1 KL subtracted from the "
+               "reward, rewards whitened over the whole batch, clipped steps (Hu 2025).",
+               "Reward model", "batch-whitened r", True, POLICY_REF_RM,
+               _engine("reinforce_pp", ReinforcePPConfig)),
+    MethodSpec("remax", "ReMax", "The baseline is the reward of the greedy response to the prompt: "
+               "8 prompts x (7 sampled + 1 greedy) responses (Li et al. 2023).",
+               "Reward model", "r - r(greedy)", True, POLICY_REF_RM,
+               _engine("remax", ReMaxConfig)),
     MethodSpec("grpo", "GRPO", "Group-relative advantages on the reward model's scores: "
                "(r - group mean) / group std, clipped steps, exact KL in the loss (the notebook).",
-               "Reward model", "Group-relative", True, POLICY_REF_RM, _grpo_like("grpo")),
+               "Reward model", "Group-relative", True, POLICY_REF_RM, _engine("grpo")),
     MethodSpec("rlvr", "GRPO + RLVR", "GRPO on the verifiable reward: 1 for the context's best token, "
                "0 otherwise; no reward model at all.",
                "Verifiable (exact)", "Group-relative", True, ("policy", "reference"), _rlvr),
@@ -106,7 +120,8 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
                "Reward model (as a judge)", "N/A (pairwise)", True, POLICY_REF_RM, _online_dpo,
                engine="online_dpo"),
 ]}
-METHOD_NAMES = tuple(METHODS)
+METHOD_NAMES = ("ppo", "reinforce", "rloo", "reinforce_pp", "remax", "grpo", "rlvr", "dpo", "online_dpo")
+assert set(METHOD_NAMES) == set(METHODS)
 
 
 @dataclass(frozen=True)
@@ -195,13 +210,13 @@ def landscape(methods: Sequence[str] = METHOD_NAMES, seeds: int = 8,
 
     results: dict[str, list] = {}
     method_seconds: dict[str, float] = {}
-    # GRPO-engine members train in batches of one shape (iterations, optimizer steps, prompts,
-    # group size): every member of a batch then steps in lockstep, with no padding.
+    # GRPO-engine members train in batches of one shape (iterations, optimizer steps, prompts):
+    # every member of a batch then steps in lockstep, padded at most to the largest group.
     shapes: dict[tuple, list[str]] = {}
     for m in methods:
         if METHODS[m].engine == "grpo":
             c = configs[m][0]
-            shapes.setdefault((c.iterations, c.epochs * c.minibatches, c.prompts, c.group_size), []).append(m)
+            shapes.setdefault((c.iterations, c.epochs * c.minibatches, c.prompts), []).append(m)
     batches = list(shapes.values())
     dpo_members = [m for m in methods if METHODS[m].engine != "grpo"]
     for names in batches + ([dpo_members] if dpo_members else []):
@@ -220,7 +235,7 @@ def landscape(methods: Sequence[str] = METHOD_NAMES, seeds: int = 8,
     seconds["total"] = time.perf_counter() - start
 
     sft = float(reference_metrics(up)["true_reward"])
-    counts = param_counts(up)
+    counts = param_counts(up, PPOConfig().critic_hidden)
     rows, histories, per_context = [], {}, {}
     for m in methods:
         spec, runs = METHODS[m], results[m]
