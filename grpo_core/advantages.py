@@ -11,6 +11,16 @@ and the Gradient-noise page read it from there. Formulas, for a group of n valid
     rloo       A_i = r_i - (sum_g r - r_i) / (n - 1)  = n/(n-1) (r_i - mean_g r)   RLOO
     none       A_i = r_i                                                  plain REINFORCE
 
+and the landscape's methods (METHOD_ESTIMATORS), whose baseline is not the group's, so a group
+of equal rewards still carries signal:
+
+    reinforce_pp  A = whiten_batch(r)                                     REINFORCE++
+    remax      A_i = r_i - r(greedy response to the prompt)               ReMax
+    critic     A = whiten_batch(r - V(c))                                 PPO (GAE, one step)
+
+with whiten_batch(x) = (x - mean) / sqrt(var + 1e-8) over the member's valid samples (var
+Bessel-corrected), as TRL's masked_whiten; remax and critic take their baseline from the trainer.
+
 This module imports nothing from the rest of grpo_core, so config.py can read it.
 """
 from __future__ import annotations
@@ -32,6 +42,20 @@ ADVANTAGE_ESTIMATORS: dict[str, str] = {
     "none": "no baseline, A = r (plain REINFORCE)",
 }
 
+# Estimators of the landscape's other methods (methods/ppo.py): not offered on GRPOConfig, only
+# set by those methods' own configs. remax and critic take a per-prompt baseline from the trainer.
+METHOD_ESTIMATORS: dict[str, str] = {
+    "reinforce_pp": "no group baseline, rewards whitened over the member's whole batch "
+                    "(REINFORCE++, Hu 2025; with the KL in the reward)",
+    "remax": "the reward of the greedy response to the prompt, one extra response per prompt "
+             "(ReMax, Li et al. 2023)",
+    "critic": "a learned critic V(c), whitened over the batch: GAE for one-token responses "
+              "(PPO-RLHF, InstructGPT; TRL PPOTrainer)",
+}
+ALL_ESTIMATORS = {**ADVANTAGE_ESTIMATORS, **METHOD_ESTIMATORS}
+BASELINE_ESTIMATORS = ("remax", "critic")
+WHITEN_EPS = 1e-8       # TRL's masked_whiten: (x - mean) * rsqrt(var + 1e-8)
+
 # The help of GRPOConfig.advantage_estimator, for its widget, CLI flag and URL setting.
 ESTIMATOR_HELP = "Baseline and scale of the advantage: " + "; ".join(
     f"{name} = {text}" for name, text in ADVANTAGE_ESTIMATORS.items()) + "."
@@ -47,9 +71,17 @@ def _total(x: torch.Tensor, dims: int = 1) -> torch.Tensor:
     return x.flatten(-dims).cumsum(-1)[..., -1:].unflatten(-1, (1,) * dims)
 
 
+def whiten(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / sqrt(var + 1e-8) over each member's valid entries (E, P, G); var unbiased."""
+    n = valid.sum((-1, -2), keepdim=True).clamp_min(2)
+    dev = torch.where(valid, x - _total(torch.where(valid, x, 0.0), 2) / n, 0.0)
+    return dev * torch.rsqrt(_total(dev.square(), 2) / (n - 1) + WHITEN_EPS)
+
+
 def advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None,
-               estimator: str = "grpo", eps: float = ADV_EPS):
+               estimator: str = "grpo", eps: float = ADV_EPS, baseline: torch.Tensor | None = None):
     """rewards (E, P, G), valid (E, P, G) bool or None -> (advantages (E, P, G), zero_std (E, P)).
+    baseline (E, P): the per-prompt baseline of remax and critic (the greedy reward, or V(c)).
 
     estimator is one of ADVANTAGE_ESTIMATORS (n = valid group size, stds Bessel-corrected):
         grpo       (r - mean_g) / (std_g + eps)
@@ -60,9 +92,9 @@ def advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None,
     Every estimator gives 0 to invalid entries; those with a baseline give exactly 0 to a group
     whose rewards are all equal (it carries no signal; float round-off would otherwise remain).
     """
-    if estimator not in ADVANTAGE_ESTIMATORS:
+    if estimator not in ALL_ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {estimator!r}; "
-                         f"one of {', '.join(ADVANTAGE_ESTIMATORS)}")
+                         f"one of {', '.join(ALL_ESTIMATORS)}")
     if valid is None:
         valid = torch.ones_like(rewards, dtype=torch.bool)
     masked = torch.where(valid, rewards, 0.0)
@@ -71,6 +103,13 @@ def advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None,
     zero_std = hi <= lo
     if estimator == "none":
         return masked, zero_std.squeeze(-1)
+    if estimator in METHOD_ESTIMATORS:
+        if estimator in BASELINE_ESTIMATORS:
+            if baseline is None:
+                raise ValueError(f"the {estimator} estimator needs a per-prompt baseline")
+            rewards = rewards - baseline.unsqueeze(-1)
+        adv = rewards if estimator == "remax" else whiten(rewards, valid)
+        return torch.where(valid, adv, 0.0), zero_std.squeeze(-1)
     n = valid.sum(-1, keepdim=True).clamp_min(2)
     total = _total(masked)
     if estimator == "rloo":
@@ -100,13 +139,17 @@ def group_advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None, e
     return advantages(rewards, valid, "grpo", eps)
 
 
-def member_advantages(estimators, rewards: torch.Tensor, valid: torch.Tensor):
+def member_advantages(estimators, rewards: torch.Tensor, valid: torch.Tensor,
+                      baseline: torch.Tensor | None = None):
     """Advantages (E, P, G) with each member's own estimator (estimators: E names), and the
-    zero-std flags (E, P)."""
+    zero-std flags (E, P). baseline (E, P): the remax and critic members' baselines, 0 on the
+    other members' rows; then reinforce_pp's whiten(r) is critic's whiten(r - 0), one computation."""
+    if baseline is not None:
+        estimators = ["critic" if k == "reinforce_pp" else k for k in estimators]
     kinds = sorted(set(estimators))
-    adv, zero_std = advantages(rewards, valid, kinds[0])
+    adv, zero_std = advantages(rewards, valid, kinds[0], baseline=baseline)
     for kind in kinds[1:]:
         use = torch.tensor([k == kind for k in estimators])
-        other, _ = advantages(rewards, valid, kind)
+        other, _ = advantages(rewards, valid, kind, baseline=baseline)
         adv = torch.where(use.view(-1, 1, 1), other, adv)
     return adv, zero_std

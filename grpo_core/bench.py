@@ -1,11 +1,11 @@
 """Timing figures for `python -m grpo_core bench`: printed, never asserted (machines are noisy).
 
 Ours: the notebook workload (median of rounds), a 64-run group-size sweep as one batch, one cold
-default GRPO run, one cold default sequence run and the sequence engine's speed against a
-notebook-style per-sample loop (grpo_core.sequence.bench), the default hyperparameter map, the
-process's peak RSS, and peak_request_mb: the most any single request the caps allow adds to a
-process's peak RSS (each of PEAK_REQUESTS trained in its own subprocess). Reference, when the seed
-notebook script is found:
+default GRPO run, the full landscape (every method x 8 seeds, cold), one cold default sequence
+run and the sequence engine's speed against a notebook-style per-sample loop
+(grpo_core.sequence.bench), the default hyperparameter map, the process's peak RSS, and
+peak_request_mb: the most any single request the caps allow adds to a process's peak RSS (each of
+PEAK_REQUESTS trained in its own subprocess). Reference, when the seed notebook script is found:
 it runs as a subprocess with `python -u` and each stdout line is timestamped as it arrives, which
 gives its total compute time and the time of its group-size sweep alone.
 """
@@ -55,6 +55,14 @@ def grpo_default_seconds() -> float:
     """One default GRPO run from nothing: task, SFT and reward model are built too, none reused."""
     start = time.perf_counter()
     run_many(build_upstream(), [GRPOConfig()])
+    return time.perf_counter() - start
+
+
+def landscape_seconds() -> float:
+    """Every landscape method x 8 seeds at defaults, from nothing (upstream built too, none reused)."""
+    from .methods.landscape import landscape
+    start = time.perf_counter()
+    landscape(seeds=8)
     return time.perf_counter() - start
 
 
@@ -177,7 +185,8 @@ def run(rounds: int = 3, reference: Path | None = None,
     """Measure everything; `log` receives human-readable lines as figures come in.
 
     The last lines logged are `name: value`, one per figure, in the order the figures are
-    measured (see the end of this function).
+    measured (see the end of this function). landscape_ratio is landscape_seconds over
+    grpo_default_seconds of the same run (target under 3).
     """
     say = log or (lambda line: None)
     rounds_s = notebook_seconds(rounds)
@@ -191,6 +200,11 @@ def run(rounds: int = 3, reference: Path | None = None,
     figures["grpo_default_seconds"] = grpo_default_seconds()
     say(f"default GRPO run, cold (task + SFT + reward model + 500 iterations): "
         f"{figures['grpo_default_seconds']:.3f}s")
+    figures["landscape_seconds"] = landscape_seconds()
+    figures["landscape_ratio"] = figures["landscape_seconds"] / figures["grpo_default_seconds"]
+    say(f"full landscape, cold (upstream + every method x 8 seeds at defaults): "
+        f"{figures['landscape_seconds']:.3f}s = {figures['landscape_ratio']:.2f} x the default "
+        f"GRPO run (target under 3)")
     from .sequence import bench as seq_bench
     figures["seq_default_seconds"] = seq_bench.seq_default_seconds()
     say(f"default sequence run, cold (task + SFT + 200 iterations, exact metrics each): "
@@ -227,6 +241,8 @@ def run(rounds: int = 3, reference: Path | None = None,
     say(f"notebook_seconds: {figures['notebook_seconds']:.3f}")
     say(f"sweep64_seconds: {figures['sweep64_seconds']:.3f}")
     say(f"grpo_default_seconds: {figures['grpo_default_seconds']:.3f}")
+    say(f"landscape_seconds: {figures['landscape_seconds']:.3f}")
+    say(f"landscape_ratio: {figures['landscape_ratio']:.2f}")
     say(f"seq_default_seconds: {figures['seq_default_seconds']:.3f}")
     say(f"seq_naive_ratio: {figures['seq_naive_ratio']:.1f}")
     say(f"map_default_seconds: {figures['map_default_seconds']:.3f}")

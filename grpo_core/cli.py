@@ -75,6 +75,8 @@ COMMANDS = {  # name -> (help, config groups, default --seeds or None)
     "sweep": ("GRPO at several group sizes, several seeds each.", (*UPSTREAM, GRPO), 8),
     "compare": ("GRPO vs RLVR, per context, several seeds each.",
                 (*UPSTREAM, COMPARE_GRPO, COMPARE_RLVR), 8),
+    "landscape": ("Every method (PPO, REINFORCE, RLOO, GRPO, RLVR, DPO, ...) side by side, "
+                  "several seeds each, on one response budget.", UPSTREAM, 8),
 }
 SKIP = {"sweep": {"group_size"}}  # sweep takes --group-sizes instead
 
@@ -104,6 +106,19 @@ def build_parser() -> Parser:
                            help=f"Runs with seeds seed .. seed+N-1 (wrapping past 2147483647 to 0), "
                                 f"trained as one batch. "
                                 f"Range 1 to {MAX_SEEDS}; default {seeds}.")
+        if name == "landscape":
+            from .methods.dpo import DPO_DATA
+            from .methods.landscape import DEFAULT_RESPONSES, METHOD_NAMES
+            p.add_argument("--methods", default=",".join(METHOD_NAMES), metavar="M,M,...",
+                           help=f"Comma-separated methods, among {', '.join(METHOD_NAMES)}; "
+                                f"default all.")
+            p.add_argument("--responses", default=str(DEFAULT_RESPONSES), metavar="BUDGET",
+                           help=f"Responses each online run generates (its iterations are this over "
+                                f"its responses per iteration); default {DEFAULT_RESPONSES} "
+                                f"(GRPO's 500 x 8 x 8).")
+            p.add_argument("--dpo-data", default=DPO_DATA[0], choices=DPO_DATA,
+                           help="Offline DPO's pairs: the reward model's own (default) or pairs "
+                                "sampled from the reference policy.")
         if name == "sweep":
             p.add_argument("--group-sizes", default="2,4,8,16", metavar="G,G,...",
                            help="Comma-separated group sizes to sweep, each 2 to 64; default 2,4,8,16.")
@@ -412,6 +427,45 @@ def cmd_compare(args) -> tuple[dict, str]:
     return out, text
 
 
+def cmd_landscape(args) -> tuple[dict, str]:
+    from .methods.landscape import DEFAULT_RESPONSES, METHOD_NAMES, landscape, landscape_configs
+    upstream_cfgs, build = _upstream(args)
+    n_seeds = _int_flag("--seeds", args.seeds, 1, MAX_SEEDS)
+    responses = _int_flag("--responses", args.responses, 1, 10 * DEFAULT_RESPONSES)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown or not methods:
+        raise UsageError(f"--methods must be comma-separated names among {', '.join(METHOD_NAMES)}, "
+                         f"got {args.methods!r}")
+    try:  # every setting is checked before any training
+        landscape_configs(methods, n_seeds, responses, args.dpo_data)
+    except ConfigError as e:
+        flag = {"iterations": "responses"}.get(e.field_name, e.field_name)
+        raise UsageError(f"--{flag} {str(e).split(': ', 1)[1]}") from None
+    start = time.perf_counter()
+    up = build()
+    upstream_seconds = time.perf_counter() - start
+    res = landscape(methods, n_seeds, responses, up, args.dpo_data)
+    out = {"command": "landscape", "config": _configs(UPSTREAM, upstream_cfgs),
+           "seeds": n_seeds, "budget": responses, **res.to_json()}
+    out["seconds"] = {**out["seconds"], "upstream": upstream_seconds,
+                      "total": out["seconds"]["total"] + upstream_seconds}
+    shown = res.table.assign(true_reward_range=[f"[{a:.4f}, {b:.4f}]" for a, b in zip(
+        res.table["true_reward_p10"], res.table["true_reward_p90"])])
+    shown = shown[["label", "true_reward", "true_reward_range", "improved", "kl", "responses",
+                   "iterations", "seconds", "networks", "trained_params"]].rename(
+        columns={"true_reward_range": "p10_p90", "improved": "beat_sft"})
+    text = "\n".join([
+        f"The full landscape: {n_seeds} seed(s) per method, {responses:,} responses per online run",
+        "true_reward: final exact expected true reward (mean over seeds, and its 10th-90th "
+        "percentiles); kl: exact KL(pi || pi_ref); beat_sft: seeds above the SFT start; "
+        "seconds: each method's share of its batch", "",
+        _table(shown), "",
+        f"SFT (start): {res.sft:.4f}   best achievable: {res.best:.4f}",
+        f"trained in {out['seconds']['total']:.2f}s (upstream {upstream_seconds:.2f}s)"])
+    return out, text
+
+
 def cmd_notebook(args) -> tuple[dict, str]:
     from .pipeline import run_notebook
     seed = _number(int, args.seed)
@@ -455,8 +509,8 @@ def cmd_grid(args) -> tuple[dict, str]:
 
 
 COMMAND_FUNCS = {"sft": cmd_sft, "rm": cmd_rm, "grpo": cmd_grpo, "rlvr": cmd_rlvr,
-                 "sweep": cmd_sweep, "compare": cmd_compare, "notebook": cmd_notebook,
-                 "bench": cmd_bench, "grid": cmd_grid}
+                 "sweep": cmd_sweep, "compare": cmd_compare, "landscape": cmd_landscape,
+                 "notebook": cmd_notebook, "bench": cmd_bench, "grid": cmd_grid}
 
 
 def cmd_seq(args) -> tuple[dict, str]:

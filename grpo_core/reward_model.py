@@ -40,6 +40,45 @@ class RewardModelResult:
         return float(self.history["pairwise_accuracy"].iloc[-1])
 
 
+@dataclass(frozen=True)
+class Comparisons:
+    """The simulated preference data: (steps, B) contexts, tokens a and b, and labels y = 1[a > b]."""
+
+    ctx: torch.Tensor
+    tok_a: torch.Tensor
+    tok_b: torch.Tensor
+    label: torch.Tensor
+
+    @property
+    def chosen(self) -> torch.Tensor:
+        """(steps, B) the preferred token of each pair."""
+        return torch.where(self.label > 0, self.tok_a, self.tok_b)
+
+    @property
+    def rejected(self) -> torch.Tensor:
+        return torch.where(self.label > 0, self.tok_b, self.tok_a)
+
+
+def _draw_comparisons(problem: Problem, cfg: RewardModelConfig, gen: torch.Generator):
+    """(steps, B) contexts and tokens a, b ~ U, labels y ~ Bernoulli(sigmoid(R(c,a) - R(c,b)))."""
+    n_ctx, vocab, batch = problem.n_contexts, problem.vocab_size, cfg.batch_pairs
+    ctx = torch.randint(0, n_ctx, (cfg.steps, batch), generator=gen)
+    tok_a = torch.randint(0, vocab, (cfg.steps, batch), generator=gen)
+    tok_b = torch.randint(0, vocab, (cfg.steps, batch), generator=gen)
+    true = problem.true_reward
+    p_a = torch.sigmoid(true[ctx, tok_a] - true[ctx, tok_b])
+    label = (torch.rand(cfg.steps, batch, generator=gen) < p_a).float()
+    return ctx, tok_a, tok_b, label
+
+
+def comparison_data(problem: Problem, cfg: RewardModelConfig = RewardModelConfig()) -> Comparisons:
+    """Exactly the comparisons train_reward_model(problem, cfg) trains on, regenerated from
+    cfg.seed: the generator is advanced past the reward model's initialization first, as there."""
+    gen = generator(cfg.seed)
+    RewardNet(problem.contexts.shape[1], cfg.hidden_dim, problem.vocab_size).init(gen)
+    return Comparisons(*_draw_comparisons(problem, cfg, gen))
+
+
 def train_reward_model(problem: Problem, cfg: RewardModelConfig = RewardModelConfig()) -> RewardModelResult:
     """Train the reward model; the run's randomness comes from cfg.seed alone."""
     gen = generator(cfg.seed)
@@ -50,12 +89,8 @@ def train_reward_model(problem: Problem, cfg: RewardModelConfig = RewardModelCon
     opt = BatchedAdam(theta, torch.tensor([cfg.lr]))
 
     # All comparisons up front: (steps, B) contexts, the two tokens and the label.
-    ctx = torch.randint(0, n_ctx, (cfg.steps, batch), generator=gen)
-    tok_a = torch.randint(0, vocab, (cfg.steps, batch), generator=gen)
-    tok_b = torch.randint(0, vocab, (cfg.steps, batch), generator=gen)
+    ctx, tok_a, tok_b, label = _draw_comparisons(problem, cfg, gen)
     true = problem.true_reward
-    p_a = torch.sigmoid(true[ctx, tok_a] - true[ctx, tok_b])
-    label = (torch.rand(cfg.steps, batch, generator=gen) < p_a).float()
     idx_a, idx_b = ctx * vocab + tok_a, ctx * vocab + tok_b
 
     margins = torch.empty(cfg.steps, batch)

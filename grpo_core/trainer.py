@@ -123,6 +123,12 @@ class _Members:
         self.lr, self.kl_coef = vec("lr", torch.float32), vec("kl_coef", torch.float32)
         self.ref_reset = vec("ref_reset_every")
         self.estimators = [c.advantage_estimator for c in configs]
+        # Baselines from outside the group: ReMax's greedy response (one more response per
+        # prompt, counted as generated) and PPO's learned critic V(c) (its settings per member).
+        self.remax = torch.tensor([e == "remax" for e in self.estimators])
+        self.uses_critic = torch.tensor([e == "critic" for e in self.estimators])
+        self.any_remax, self.any_critic = bool(self.remax.any()), bool(self.uses_critic.any())
+        self.critic_rows = self.uses_critic.nonzero().squeeze(1)                       # (E_c,)
         self.terms = LossTerms.from_configs(configs)
         self.use_kl = bool((self.kl_coef > 0).any())
         in_reward = [c.kl_placement == "reward" and c.kl_coef > 0 for c in configs]
@@ -136,6 +142,7 @@ class _Members:
         self.valid_p = torch.arange(self.p_max) < prompts.unsqueeze(1)                 # (E, P)
         self.valid = self.valid_p.unsqueeze(-1) & (torch.arange(self.g_max) < group.view(-1, 1, 1))
         self.n_samples = self.valid.flatten(1).sum(1)                                  # (E,)
+        self.greedy_samples = prompts * self.remax                                     # (E,)
         self.lockstep = bool((self.iterations == self.t_max).all() and (self.steps == self.steps_max).all())
         # Minibatch m of a member holds its prompts p with p * M // P == m (as equal as possible).
         mb_of_prompt = (torch.arange(self.p_max) * self.minibatches.unsqueeze(1)
@@ -198,6 +205,11 @@ class GRPOTrainer:
                          else self.sft_logp.repeat(m.n, 1, 1))
         self.rewards_cv = torch.stack([reward_table(problem, c, rm_table) for c in configs]).flatten(1)
         self.gens = [generator(c.seed) for c in configs]
+        self.critic = None
+        if m.any_critic:  # PPO's critic V(c): one small network per critic member, its own Adam
+            from .methods.critic import Critic, critic_settings
+            self.critic = Critic.create(problem.contexts, **critic_settings(
+                [configs[e] for e in m.critic_rows.tolist()]))
 
         # Records are reduced once per chunk (and when results are asked for), so memory stays
         # bounded: exact metrics of the policy after each iteration (row 0: the SFT start) and
@@ -299,7 +311,22 @@ class GRPOTrainer:
         prompts, index, rewards, generated = _sample_groups(
             m, logp, self.rewards_cv, ref_logp, self.prompts_chunk[row], self.u_chunk[row])
         old_logp = logp.flatten(1).gather(1, index)                         # (E, S)
-        adv, zero_std = member_advantages(m.estimators, rewards, m.valid)
+        baseline = None
+        if m.any_remax:  # the greedy response's reward per prompt (no KL: a score, as in ReMax)
+            greedy = torch.arange(n_ctx) * self.problem.vocab_size + logp.argmax(-1)   # (E, C)
+            greedy_reward = self.rewards_cv.gather(1, greedy).gather(1, prompts)       # (E, P)
+            baseline = torch.where(m.remax.view(-1, 1), greedy_reward, 0.0)   # 0 on other rows
+            generated = generated + m.greedy_samples
+        if m.any_critic:  # V(c_p) at sampling time: the baseline, and V_old of the value clip
+            rows = m.critic_rows
+            critic_prompts = prompts[rows]
+            values = self.critic.values().gather(1, critic_prompts)            # (E_c, P)
+            full = torch.zeros(n_mem, m.p_max).index_copy_(0, rows, values)
+            baseline = full if baseline is None else torch.where(m.uses_critic.view(-1, 1), full, baseline)
+            sample_ctx = critic_prompts.unsqueeze(-1).expand(-1, -1, m.g_max).flatten(1)  # (E_c, S)
+            returns = rewards[rows].flatten(1)
+            old_values = values.unsqueeze(-1).expand(-1, -1, m.g_max).flatten(1)
+        adv, zero_std = member_advantages(m.estimators, rewards, m.valid, baseline)
         adv = adv.flatten(1)
         # Fraction of each minibatch's prompts at each context: (E, M, C).
         ctx_weight_mb = context_weights(prompts, m.member_of_prompt, m.mb_of_prompt, m.valid_p,
@@ -320,6 +347,10 @@ class GRPOTrainer:
                                              ctx_weight, None, m.kl_coef, step == 0, m.use_kl,
                                              terms=m.terms)
             grad = net.backward(params, x1, h1, dlogits)
+            if m.any_critic:  # the critic takes its value step on the same (mini)batch
+                rows = m.critic_rows
+                self.critic.step(sample_ctx, returns, old_values, weight[rows],
+                                 None if m.lockstep else (in_run & m.in_step[step])[rows])
             info["grad_norm"] = torch.linalg.vector_norm(grad, dim=1, dtype=torch.float64).float()
             values = torch.stack([info[k] for k in _STEP_RECORD], dim=1)   # (E, R)
             if m.lockstep:

@@ -1,0 +1,83 @@
+"""The landscape's per-member methods in the GRPO engine: REINFORCE++'s batch whitening, ReMax's
+greedy baseline (and its counted extra response), PPO's critic baseline, trained as members."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grpo_core import trainer as trainer_mod
+from grpo_core.advantages import advantages, whiten
+from grpo_core.methods.ppo import PPOConfig, ReinforcePPConfig, remax_config
+from grpo_core.pipeline import run_many
+from grpo_core.sampling import generator
+
+
+def test_batch_estimators_whiten_over_the_batch_and_keep_equal_groups():
+    g = generator(0)
+    rewards = torch.randn(3, 4, 5, generator=g)
+    rewards[:, 0] = 0.7                              # a group of equal rewards: still signal here
+    valid = torch.ones_like(rewards, dtype=torch.bool)
+    valid[2, :, 3:] = False                          # a member with smaller groups
+    baseline = torch.randn(3, 4, generator=g)
+    for name in ("reinforce_pp", "critic"):
+        a, _ = advantages(rewards, valid, name, baseline=baseline)
+        x = rewards - (baseline.unsqueeze(-1) if name == "critic" else 0)
+        for e in range(3):
+            want = x[e][valid[e]]
+            got = a[e][valid[e]]
+            torch.testing.assert_close(got, (want - want.mean()) / (want.var() + 1e-8).sqrt(), rtol=1e-5, atol=1e-6)
+        assert float(a[:, 0].abs().sum()) > 0 and float(a[~valid].abs().sum()) == 0
+    a, _ = advantages(rewards, valid, "remax", baseline=baseline)
+    torch.testing.assert_close(a[valid], (rewards - baseline.unsqueeze(-1))[valid])
+    with pytest.raises(ValueError, match="baseline"):
+        advantages(rewards, valid, "remax")
+
+
+def test_remax_baseline_is_the_greedy_responses_reward(upstream, monkeypatch):
+    """At the first iteration the policy is SFT: the baseline of each prompt must be the reward
+    model's score of SFT's argmax token there; each iteration generates P x (G + 1) responses."""
+    seen = []
+    original = trainer_mod.member_advantages
+
+    def spy(estimators, rewards, valid, baseline=None):
+        seen.append(baseline.clone())
+        return original(estimators, rewards, valid, baseline)
+    monkeypatch.setattr(trainer_mod, "member_advantages", spy)
+    cfg = remax_config(3, iterations=1)
+    trainer = trainer_mod.GRPOTrainer(upstream.problem, upstream.sft, upstream.rm.scores, [cfg])
+    prompts_seen = []
+    original_sample = trainer_mod._sample_groups
+
+    def sample_spy(*args):
+        out = original_sample(*args)
+        prompts_seen.append(out[0].clone())
+        return out
+    monkeypatch.setattr(trainer_mod, "_sample_groups", sample_spy)
+    trainer.advance()
+    greedy = upstream.sft.logp.argmax(-1)                                   # (C,)
+    want = upstream.rm.scores[torch.arange(5), greedy][prompts_seen[0][0]]
+    torch.testing.assert_close(seen[0][0], want)
+    result = trainer.results()[0]
+    assert result.history["samples"].iloc[-1] == cfg.prompts * (cfg.group_size + 1)
+
+
+def test_ppo_member_uses_its_critic_and_matches_solo(upstream):
+    """PPO members next to non-critic members: each equals its solo run; the critic's seed
+    matters (two seeds differ), and PPO learns."""
+    configs = [PPOConfig(iterations=60, seed=0), ReinforcePPConfig(iterations=60, seed=0),
+               PPOConfig(iterations=60, seed=1, critic_hidden=8, critic_lr=3e-3)]
+    batch = run_many(upstream, configs)
+    for cfg, member in zip(configs, batch):
+        solo = run_many(upstream, [cfg])[0]
+        torch.testing.assert_close(solo.final_logp, member.final_logp, atol=1e-5, rtol=1e-5)
+    assert batch[0].history["samples"].iloc[-1] == 60 * 64
+    assert not torch.equal(batch[0].final_logp, batch[1].final_logp)   # the critic's baseline matters
+    sft = float(upstream.sft.history["true_reward"].iloc[-1])
+    assert batch[0].history["true_reward"].iloc[-1] > sft
+
+
+def test_ppo_with_a_critic_trained_on_the_verifier_finds_the_correct_tokens(upstream):
+    cfg = PPOConfig(reward="verifiable", iterations=150, seed=2)
+    run = run_many(upstream, [cfg])[0]
+    assert run.history["correct_prob"].iloc[-1] > 0.9
+    assert run.history["correct_prob"].iloc[-1] > upstream.sft.history["true_reward"].iloc[-1]
