@@ -85,8 +85,7 @@ def test_gradient_noise_defaults_and_verifiable_reward():
 @pytest.mark.parametrize("cfg, unmapped", [
     (GRPOConfig(), {"kl_estimator"}),             # TRL has only k3
     (GRPOConfig(kl_estimator="k3", clip_eps_high=0.28), set()),
-    (RLVRConfig(dynamic_sampling=2, entropy_coef=0.1), {"dynamic_sampling", "entropy_coef", "reward",
-                                                         "kl_estimator"}),
+    (RLVRConfig(dynamic_sampling=2, entropy_coef=0.1), {"dynamic_sampling", "reward", "kl_estimator"}),
 ])
 def test_trl_export_expander(cfg, unmapped):
     def page(cfg_json: str):
