@@ -36,6 +36,7 @@ METRIC_TITLES = {"true_reward": "exact true reward", "kl": "KL to SFT", "correct
 # Axis ranges a new field starts with; other fields start from their knob range.
 AXIS_DEFAULTS = {"lr": (1e-4, 1e-1, 8, True), "kl_coef": (0.0, 0.5, 8, False)}
 DEFAULT_AXES = ("lr", "kl_coef")
+ROW_HEIGHT = 34        # pixels per row of the map
 MAX_MAPS = 16          # finished maps kept (each a few hundred rows: well under 1 MB)
 MAX_MAP_BYTES = 64 * 2**20
 
@@ -272,23 +273,25 @@ def heatmap_chart(result: GridResult, metric: str, current: GRPOConfig | None = 
                  alt.Tooltip("p90:Q", title="90th percentile over seeds", format=".4f"),
                  alt.Tooltip("runs:Q", title="seeds"), alt.Tooltip("diverged:Q", title="diverged"),
                  alt.Tooltip("beats_sft:N", title="mean true reward beats SFT")])
+    # Inset from the cell's edges, so the outline does not merge with its neighbours' into a grid.
     outline = base.transform_filter("datum.beats_sft").mark_rect(
-        fill=None, stroke="white", strokeWidth=2)
+        fill=None, stroke="white", strokeWidth=2.5, width=alt.RelativeBandSize(0.8),
+        height=alt.RelativeBandSize(0.72))
     layers = [rect, outline]
     if current is not None and (cell := nearest_cell(grid, current)) is not None:
         marker = pd.DataFrame({"x_label": [_label(cell[0])], "y_label": [_label(cell[1])],
                                "what": ["current page settings"]})
-        layers.append(alt.Chart(marker).mark_point(shape="diamond", size=140, filled=True,
+        layers.append(alt.Chart(marker).mark_point(shape="diamond", size=220, filled=True,
                                                    color="#e8702a", stroke="black").encode(
             x=alt.X("x_label:O", sort=x_order), y=alt.Y("y_label:O", sort=y_order),
             tooltip=alt.Tooltip("what:N", title="marker")))
-    n_y = len(grid.y.values)
+    # A fixed row height (a step, not a total): every y label has room, however many rows.
     return alt.layer(*layers).properties(
         title=alt.TitleParams(f"Final {title} per cell, mean over {grid.seeds} seed(s)",
                               subtitle="white outline: the mean true reward beats SFT · "
                                        "diamond: this method's page settings · click a cell to "
-                                       "open it on its own page", anchor="start"),
-        height=max(160, 34 * n_y))
+                                       "open it on its own page", anchor="start", subtitleFontSize=13),
+        height=alt.Step(ROW_HEIGHT)).configure_axis(labelFontSize=13, titleFontSize=14)
 
 
 # ---------------------------------------------------------------- training, cached and stoppable
