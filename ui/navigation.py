@@ -54,6 +54,8 @@ PAGES = (
     Page("pages/9_Gradient_noise.py", "Gradient noise", ":material/explore:",
          "how well one batch's gradient points along the exact policy gradient, for every "
          "advantage estimator and G."),
+    Page("pages/10_Hyperparameter_map.py", "Hyperparameter map", ":material/grid_on:",
+         "where does a setting work? Two settings on a grid, several seeds per cell, one heatmap."),
 )
 
 
