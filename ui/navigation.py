@@ -54,6 +54,11 @@ PAGES = (
     Page("pages/9_Gradient_noise.py", "Gradient noise", ":material/explore:",
          "how well one batch's gradient points along the exact policy gradient, for every "
          "advantage estimator and G."),
+    Page("pages/10_Sequence_GRPO.py", "Sequence GRPO", ":material/notes:",
+         "GRPO on multi-token responses: every loss type, exact length curves, what the policy writes."),
+    Page("pages/11_Length_bias.py", "Length bias", ":material/straighten:",
+         "Dr. GRPO's claims tested: do wrong answers grow longer under grpo, and how std "
+         "normalization weights contexts by difficulty."),
 )
 
 
