@@ -78,3 +78,96 @@ def test_sequence_grpo_bad_settings_give_one_line(state, field):
     assert not at.exception
     assert len(at.error) == 1 and "Invalid setting" in at.error[0].value and field in at.error[0].value
     assert not charts(at)
+
+
+LENGTH = "pages/11_Length_bias.py"
+
+
+def claims(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("- At G ="))
+
+
+def number(pattern: str, text: str) -> float:
+    found = re.search(pattern, text)
+    assert found, (pattern, text)
+    return float(found.group(1))
+
+
+def check_sentences_against_table(at: AppTest) -> None:
+    """Every number and verdict of the claims list is the one the page's table computes."""
+    text, table = claims(at), at.dataframe[0].value
+    grpo_w = table.loc[table.loss_type == "grpo", "length_wrong (mean Δ)"].item()
+    dr_w = table.loc[table.loss_type == "dr_grpo", "length_wrong (mean Δ)"].item()
+    dr_se = table.loc[table.loss_type == "dr_grpo", "length_wrong (s.e.)"].item()
+    assert number(r"by \*\*([+-][\d.]+)\*\* under grpo", text) == pytest.approx(grpo_w, abs=5e-4)
+    assert number(r"\*\*([+-][\d.]+)\*\* under dr_grpo", text) == pytest.approx(dr_w, abs=5e-4)
+    # the same seeds in both losses: the paired mean is the difference of the means
+    assert number(r"seed by seed, is ([+-][\d.]+)", text) == pytest.approx(grpo_w - dr_w, abs=1e-3)
+    first = re.search(r"Claim 1[^*]*\*\*([^*]+)\*\*", text).group(1)
+    assert first == ("holds" if grpo_w > dr_w else "does not hold")
+    second = re.search(r"Claim 2[^*]*\*\*([^*]+)\*\*", text).group(1)
+    assert second == ("does not hold" if dr_w - 2 * np.nan_to_num(dr_se) > 0 else "holds")
+    gaps = re.search(r"opened by ([+-][\d.]+) under grpo and ([+-][\d.]+) under dr_grpo", text)
+    for loss, shown in zip(("grpo", "dr_grpo"), gaps.groups()):
+        assert float(shown) == pytest.approx(table.loc[table.loss_type == loss, "gap (mean Δ)"].item(), abs=5e-4)
+
+
+def test_length_bias_defaults_compute_their_sentences():
+    from grpo_core.sequence import SeqGRPOConfig, build_seq_upstream, length_changes, train_seq
+    from ui.seq import reference
+    at = run(LENGTH)
+    ok(at)
+    assert len(charts(at)) == 5      # wrong, right, gap, reward at G = 8; the difficulty curve
+    check_sentences_against_table(at)
+    # The page's table is the runs': recomputed here from the engine directly.
+    up = build_seq_upstream()
+    runs = train_seq(up, [SeqGRPOConfig(loss_type=t, seed=s) for t in ("grpo", "dr_grpo") for s in range(8)])
+    changes = length_changes(runs, reference(up))
+    table = at.dataframe[0].value
+    for loss in ("grpo", "dr_grpo"):
+        got = table.loc[table.loss_type == loss, "length_wrong (mean Δ)"].item()
+        assert got == pytest.approx(changes[changes.loss_type == loss].d_length_wrong.mean(), abs=1e-5)
+    # the difficulty table: p per context is the SFT policy's exact success rate
+    weights = at.dataframe[1].value
+    text = next(m.value for m in at.markdown if m.value.startswith("Under the SFT policy"))
+    hi, lo = weights["weight (SFT)"].max(), weights["weight (SFT)"].min()
+    assert number(r"\*\*([\d.]+)×\*\*", text) == pytest.approx(hi / lo, abs=5e-3)
+    assert number(r"caps the weight at (\d+\.\d+)", text) == pytest.approx(8 ** 0.5, abs=5e-3)
+    assert (weights["weight (after grpo)"] <= 8 ** 0.5 + 1e-6).all()
+
+
+def test_length_bias_other_settings_keep_sentences_true():
+    at = run(LENGTH, query={"lenbias_group_sizes": "16", "lenbias_seeds": "2", "lenbias_iterations": "50"})
+    ok(at)
+    check_sentences_against_table(at)
+    assert "G = 16" in claims(at)
+
+
+def test_length_bias_every_loss_type():
+    at = run(LENGTH, query={"lenbias_seeds": "1", "lenbias_iterations": "20", "lenbias_all": "true"})
+    ok(at)
+    by_type = at.dataframe[1].value
+    assert list(by_type.loss_type) == ["grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo",
+                                       "seq-mean-token-sum", "seq-mean-token-sum-norm"]
+    text = next(m.value for m in at.markdown if m.value.startswith("Wrong answers grew most"))
+    most = by_type.loc[by_type.d_length_wrong.idxmax()]
+    assert f"**{most.loss_type}** ({most.d_length_wrong:+.3f})" in text
+
+
+def test_difficulty_weights_match_the_advantage_estimator_exactly():
+    """weight_G is E[sum_i A_grpo,i ok_i] / E[sum_i A_dr_grpo,i ok_i] over every outcome of a group."""
+    import itertools
+    import torch
+    from grpo_core.grpo import advantages
+    from grpo_core.sequence import difficulty_weights
+    g, p = 4, torch.tensor([0.1, 0.5, 0.8])
+    outcomes = torch.tensor(list(itertools.product([0.0, 1.0], repeat=g)))        # (2^G, G)
+    a_grpo = advantages(outcomes.view(1, -1, g), estimator="grpo")[0][0]
+    a_dr = advantages(outcomes.view(1, -1, g), estimator="dr_grpo")[0][0]
+    k = outcomes.sum(1)
+    for c, pc in enumerate(p.tolist()):
+        prob = pc ** k * (1 - pc) ** (g - k)
+        expected = float((prob * (a_grpo * outcomes).sum(1)).sum() / (prob * (a_dr * outcomes).sum(1)).sum())
+        assert difficulty_weights(p, g).weight_G[c] == pytest.approx(expected, rel=1e-5)
+    big = difficulty_weights(p, 2000)
+    assert np.allclose(big.weight_G, big.population_weight, rtol=2e-3)

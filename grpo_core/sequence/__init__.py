@@ -11,7 +11,7 @@ aggregations follow TRL and verl (losses.py); the trainer is batched over member
 from .config import (IMPORTANCE_LEVELS, LOSS_TYPES, SeqGRPOConfig, SeqRewardModelConfig,
                      SeqSFTConfig, SeqTaskConfig)
 from .losses import AGGREGATIONS, aggregate, per_token_loss
-from .metrics import (METRICS, difficulty_weights, sample_responses_text, sequence_metrics,
+from .metrics import (METRICS, difficulty_weights, length_changes, sample_responses_text, sequence_metrics,
                       top_responses)
 from .policy import SeqPolicyNet, train_reward_model, train_sft
 from .task import SeqTask, enumerate_responses, make_task

@@ -86,13 +86,12 @@ def difficulty_weights(p: torch.Tensor, group_size: int) -> pd.DataFrame:
     dr_grpo, summed exactly over k; as G grows it tends to the population weight 1 / sqrt(p (1 - p)).
     Returns a DataFrame: context, p, population_weight, weight_G.
     """
-    from math import comb
     g = group_size
     k = torch.arange(g + 1, dtype=torch.float64)
-    binom = torch.tensor([comb(g, int(i)) for i in k], dtype=torch.float64)
     s_k = torch.sqrt(k * (g - k) / (g * (g - 1)))
     p64 = p.double().unsqueeze(-1)
-    pmf = binom * p64 ** k * (1 - p64) ** (g - k)
+    log_binom = torch.lgamma(torch.tensor(g + 1.0, dtype=torch.float64)) - torch.lgamma(k + 1) - torch.lgamma(g - k + 1)
+    pmf = torch.exp(log_binom + torch.special.xlogy(k, p64) + torch.special.xlogy(g - k, 1 - p64))
     # sum_i (ok_i - k/G) ok_i = k (G - k) / G: the signal a group carries; grpo divides it by s_k.
     signal = k * (g - k) / g
     scaled = torch.where(s_k > 0, signal / (s_k + 1e-8), 0.0)
@@ -100,3 +99,19 @@ def difficulty_weights(p: torch.Tensor, group_size: int) -> pd.DataFrame:
     pop = 1 / torch.sqrt(p.double() * (1 - p.double()))
     return pd.DataFrame({"context": range(p.shape[0]), "p": p.double().numpy(),
                          "population_weight": pop.numpy(), "weight_G": weight_g.numpy()})
+
+
+def length_changes(results, reference: dict[str, float]) -> pd.DataFrame:
+    """One row per run: loss_type, group_size, seed, and the change from the start (reference, the
+    SFT policy's METRICS) to the run's final policy of reward, length, length_correct,
+    length_wrong and gap = length_wrong - length_correct (all exact)."""
+    rows = []
+    for r in results:
+        f, c = r.final, r.config
+        row = {"loss_type": c.loss_type, "importance": c.importance_sampling_level,
+               "group_size": c.group_size, "seed": c.seed}
+        for k in ("reward", "length", "length_correct", "length_wrong"):
+            row[f"d_{k}"] = f[k] - reference[k]
+        row["d_gap"] = row["d_length_wrong"] - row["d_length_correct"]
+        rows.append(row)
+    return pd.DataFrame(rows)
