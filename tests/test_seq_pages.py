@@ -171,3 +171,57 @@ def test_difficulty_weights_match_the_advantage_estimator_exactly():
         assert difficulty_weights(p, g).weight_G[c] == pytest.approx(expected, rel=1e-5)
     big = difficulty_weights(p, 2000)
     assert np.allclose(big.weight_G, big.population_weight, rtol=2e-3)
+
+
+RATIOS = "pages/12_Token_vs_sequence_ratios.py"
+
+
+def test_onpolicy_gradients_gspo_is_grpo_and_luspo_is_l_times_dr_grpo(upstream_seq):
+    """The exact first-step facts: GSPO = GRPO, CISPO = DAPO, LUSPO = L x Dr. GRPO on every token;
+    GRPO and Dr. GRPO differ in direction (GRPO's 1/|y|)."""
+    import torch
+    from grpo_core.sequence import SeqGRPOConfig, onpolicy_token_gradients
+    configs = [SeqGRPOConfig(), SeqGRPOConfig(importance_sampling_level="sequence"),
+               SeqGRPOConfig(loss_type="dr_grpo"), SeqGRPOConfig(loss_type="luspo", importance_sampling_level="sequence"),
+               SeqGRPOConfig(loss_type="dapo"), SeqGRPOConfig(loss_type="cispo")]
+    for seed in range(3):
+        g, mask = onpolicy_token_gradients(upstream_seq, configs, seed=seed)
+        assert g[0].abs().max() > 0
+        torch.testing.assert_close(g[1], g[0], rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(g[3], upstream_seq.task.config.max_length * g[2], rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(g[5], g[4], rtol=1e-6, atol=1e-9)
+        used = g[2] != 0
+        ratio = g[0][used] / g[2][used]
+        assert float(ratio.max() - ratio.min()) > 0.1          # not proportional
+
+
+@pytest.fixture(scope="module")
+def upstream_seq():
+    from grpo_core.sequence import build_seq_upstream
+    return build_seq_upstream()
+
+
+def test_token_vs_sequence_ratios_page():
+    at = run(RATIOS, query={"ratios_iterations": "30", "ratios_seeds": "2"})
+    ok(at)
+    assert len(charts(at)) == 6
+    summary, pairs = (d.value for d in at.dataframe)
+    assert list(summary.method) == ["GRPO", "GSPO", "CISPO"]
+    assert (summary["clipped tokens"] > 0).any()               # 4 epochs: off-policy steps clip
+    text = next(m.value for m in at.markdown if m.value.startswith("Over 30 iterations"))
+    most = summary.loc[summary["clipped tokens"].idxmax()]
+    assert f"**{most.method}** clipped the most tokens ({most['clipped tokens']:.4f}" in text
+    verdicts = next(m.value for m in at.markdown if m.value.startswith("- **GSPO vs GRPO**"))
+    assert "**GSPO vs GRPO**: equal on every token" in verdicts
+    assert "**LUSPO vs Dr. GRPO**: proportional on every token, factor 6." in verdicts   # L = 6
+    assert "**Dr. GRPO vs GRPO**: not proportional" in verdicts
+    row = pairs.set_index("pair")
+    assert row.loc["LUSPO vs Dr. GRPO", "min a / b"] == pytest.approx(6.0)
+
+
+def test_token_vs_sequence_ratios_one_epoch_clips_nothing():
+    """With one epoch every step is on-policy: every ratio is 1, nothing is clipped."""
+    at = run(RATIOS, query={"ratios_iterations": "20", "ratios_seeds": "1", "ratios_epochs": "1"})
+    ok(at)
+    summary = at.dataframe[0].value
+    assert (summary["clipped tokens"] == 0).all() and (summary["clipped responses"] == 0).all()

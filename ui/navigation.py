@@ -59,6 +59,8 @@ PAGES = (
     Page("pages/11_Length_bias.py", "Length bias", ":material/straighten:",
          "Dr. GRPO's claims tested: do wrong answers grow longer under grpo, and how std "
          "normalization weights contexts by difficulty."),
+    Page("pages/12_Token_vs_sequence_ratios.py", "Token vs sequence ratios", ":material/compare_arrows:",
+         "GRPO, GSPO and CISPO off-policy: clipping, gradient direction, and where their first steps coincide."),
 )
 
 

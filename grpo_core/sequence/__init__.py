@@ -11,6 +11,7 @@ aggregations follow TRL and verl (losses.py); the trainer is batched over member
 from .config import (IMPORTANCE_LEVELS, LOSS_TYPES, SeqGRPOConfig, SeqRewardModelConfig,
                      SeqSFTConfig, SeqTaskConfig)
 from .losses import AGGREGATIONS, aggregate, per_token_loss
+from .onpolicy import onpolicy_token_gradients
 from .metrics import (METRICS, difficulty_weights, length_changes, sample_responses_text, sequence_metrics,
                       top_responses)
 from .policy import SeqPolicyNet, train_reward_model, train_sft
