@@ -112,9 +112,9 @@ if len(group_sizes) > 1:
         + "; grpo's " + ", ".join(f"{v:+.3f} at G = {g}" for g, v in zip(
             stats[stats.loss_type == "grpo"].group_size, stats[stats.loss_type == "grpo"].length_wrong_mean)) + ".")
 else:
-    st.caption("A common drift of every response's length comes from sampling noise in the free text "
-               "after the answer, which larger groups average out: add G = 16 in the sidebar to see "
-               "whether dr_grpo's E[length | wrong] still moves.")
+    st.caption("The sequence engine's authors trace a drift common to every response's length to "
+               "sampling noise in the free text after the answer: add G = 16 in the sidebar to test "
+               "whether dr_grpo's E[length | wrong] still moves with larger groups.")
 table = stats.rename(columns=lambda c: c.replace("_mean", " (mean Δ)").replace("_sem", " (s.e.)"))
 st.dataframe(table, hide_index=True, column_config=views.number_formats(table))
 st.caption("Change from the SFT policy to each run's final policy, exact; mean and standard error over seeds.")

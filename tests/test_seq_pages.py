@@ -225,3 +225,31 @@ def test_token_vs_sequence_ratios_one_epoch_clips_nothing():
     ok(at)
     summary = at.dataframe[0].value
     assert (summary["clipped tokens"] == 0).all() and (summary["clipped responses"] == 0).all()
+
+
+ENTROPY = "pages/13_Entropy_collapse.py"
+
+
+def test_entropy_collapse_sentences_are_its_table():
+    at = run(ENTROPY, query={"entropy_iterations": "40", "entropy_seeds": "2"})
+    ok(at)
+    assert len(charts(at)) == 4
+    table = at.dataframe[0].value
+    sym, hi = table.iloc[0], table.iloc[1]
+    text = next(m.value for m in at.markdown if m.value.startswith("- Symmetric clip:"))
+    for row, name in ((sym, "Symmetric clip"), (hi, "clip-higher")):
+        assert f"{name}: {int(row['seeds that discovered'])} of 2 seeds" in text
+    more = hi["final entropy"] > sym["final entropy"]
+    assert f"kept more entropy: **{'yes' if more else 'no'}** (final {hi['final entropy']:.3f} against " \
+           f"{sym['final entropy']:.3f}" in text
+    # the discovery time is the first iteration at which the exact reward reaches the threshold
+    caption = next(c.value for c in at.caption if c.value.startswith("Task difficulty 1"))
+    assert float(re.search(r"P\(correct\) ([\d.]+)", caption).group(1)) < 0.5     # the answer starts rare
+
+
+def test_first_reaching():
+    import pandas as pd
+    from grpo_core.sequence import first_reaching
+    h = pd.DataFrame({"iteration": [1, 2, 3, 4], "reward": [0.1, 0.5, 0.95, 0.8]})
+    assert first_reaching(h, "reward", 0.9) == 3
+    assert np.isnan(first_reaching(h, "reward", 0.99))

@@ -61,6 +61,8 @@ PAGES = (
          "normalization weights contexts by difficulty."),
     Page("pages/12_Token_vs_sequence_ratios.py", "Token vs sequence ratios", ":material/compare_arrows:",
          "GRPO, GSPO and CISPO off-policy: clipping, gradient direction, and where their first steps coincide."),
+    Page("pages/13_Entropy_collapse.py", "Entropy collapse", ":material/trending_down:",
+         "the correct answer starts rare: time to discovery and entropy, symmetric clip vs DAPO's clip-higher."),
 )
 
 

@@ -12,7 +12,7 @@ from .config import (IMPORTANCE_LEVELS, LOSS_TYPES, SeqGRPOConfig, SeqRewardMode
                      SeqSFTConfig, SeqTaskConfig)
 from .losses import AGGREGATIONS, aggregate, per_token_loss
 from .onpolicy import onpolicy_token_gradients
-from .metrics import (METRICS, difficulty_weights, length_changes, sample_responses_text, sequence_metrics,
+from .metrics import (METRICS, difficulty_weights, first_reaching, length_changes, sample_responses_text, sequence_metrics,
                       top_responses)
 from .policy import SeqPolicyNet, train_reward_model, train_sft
 from .task import SeqTask, enumerate_responses, make_task

@@ -115,3 +115,9 @@ def length_changes(results, reference: dict[str, float]) -> pd.DataFrame:
         row["d_gap"] = row["d_length_wrong"] - row["d_length_correct"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def first_reaching(history: pd.DataFrame, column: str, threshold: float) -> float:
+    """The first iteration at which history[column] >= threshold (NaN if it never does)."""
+    hit = history.loc[history[column] >= threshold, "iteration"]
+    return float(hit.iloc[0]) if len(hit) else float("nan")
