@@ -44,7 +44,7 @@ if not group_sizes:
     st.stop()
 
 up_configs = seq.stored_upstream_configs()
-st.caption("Task and SFT as set on the Sequence GRPO page: " + "; ".join(
+st.caption("Task and SFT as set on the GRPO on sequences page: " + "; ".join(
     f"{name} {controls.describe(cfg)}" for cfg, (_, _, name) in zip(up_configs, seq.UPSTREAM)) + ".")
 configs = [c for g in group_sizes for loss in PAIR
            for c in controls.combine(seed_configs, controls.make_config(

@@ -34,7 +34,7 @@ def browser():
 
 
 def test_sequence_pages_found():
-    assert [p.name for p in SEQ_PAGES][:3] == ["Sequence_GRPO", "Length_bias", "Token_vs_sequence_ratios"]
+    assert [p.name for p in SEQ_PAGES] == ["GRPO_on_sequences", "Length_bias", "Token_vs_sequence_ratios", "Entropy_collapse"]
 
 
 @pytest.mark.parametrize("app_page", SEQ_PAGES, ids=[p.name for p in SEQ_PAGES])
@@ -45,6 +45,15 @@ def test_cold_deep_link(app_page, browser, capsys):
     try:
         check_page(browser, f"http://127.0.0.1:{port}", app_page, capsys,
                    OUT / "screens" / f"{app_page.name}_cold.png", "cold server")
+        # The share link is this page's own URL (a page whose URL ended in another page's name,
+        # e.g. /Sequence_GRPO and /GRPO, got a wrong base path from the router: /Sequence_/...).
+        context, page, _ = open_page(browser, f"http://127.0.0.1:{port}", app_page)
+        try:
+            link = page.locator('[data-testid="stMain"] [data-testid="stCode"]').last
+            expect(link).to_contain_text(f":{port}/{app_page.url_path}")
+            expect(link).not_to_contain_text(f"/{app_page.url_path}/")
+        finally:
+            context.close()
     finally:
         stop_app(proc)
 

@@ -1,4 +1,4 @@
-"""The sequence lab pages (Sequence GRPO, Length bias, ...) run headless with AppTest.
+"""The sequence lab pages (GRPO on sequences, Length bias, ...) run headless with AppTest.
 
 Each page must raise nothing, draw its charts and tables, take its settings from the URL, and turn
 a bad combination of settings into one st.error line. Sentences that state a number or a verdict
@@ -35,7 +35,7 @@ def ok(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-SEQ = "pages/10_Sequence_GRPO.py"
+SEQ = "pages/10_GRPO_on_sequences.py"
 
 
 def test_sequence_grpo_defaults_show_exact_curves_and_text():

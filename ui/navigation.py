@@ -54,7 +54,7 @@ PAGES = (
     Page("pages/9_Gradient_noise.py", "Gradient noise", ":material/explore:",
          "how well one batch's gradient points along the exact policy gradient, for every "
          "advantage estimator and G."),
-    Page("pages/10_Sequence_GRPO.py", "Sequence GRPO", ":material/notes:",
+    Page("pages/10_GRPO_on_sequences.py", "GRPO on sequences", ":material/notes:",
          "GRPO on multi-token responses: every loss type, exact length curves, what the policy writes."),
     Page("pages/11_Length_bias.py", "Length bias", ":material/straighten:",
          "Dr. GRPO's claims tested: do wrong answers grow longer under grpo, and how std "

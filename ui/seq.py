@@ -1,4 +1,4 @@
-"""Streamlit glue of the sequence lab pages (Sequence GRPO, Length bias, Token vs sequence ratios):
+"""Streamlit glue of the sequence lab pages (GRPO on sequences, Length bias, Token vs sequence ratios, Entropy collapse):
 their settings, the cached sequence upstream (task, SFT, reward model), training through the one
 result store with a Stop button, and their charts and tables.
 

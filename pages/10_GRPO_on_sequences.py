@@ -1,13 +1,13 @@
-"""Sequence GRPO: GRPO on responses of several tokens, every knob, exact length curves over seeds."""
+"""GRPO on sequences: GRPO on responses of several tokens, every knob, exact length curves over seeds."""
 import streamlit as st
 
 from grpo_core import seed_configs
 from grpo_core.sequence import SeqGRPOConfig, sample_responses_text, top_responses
 from ui import charts, controls, live, navigation, seq, views
 
-SETTINGS = controls.PageSettings("Sequence GRPO", (*seq.run_settings("seq"), *seq.upstream_settings()))
+SETTINGS = controls.PageSettings("GRPO on sequences", (*seq.run_settings("seq"), *seq.upstream_settings()))
 navigation.page(SETTINGS)
-st.title("Sequence GRPO")
+st.title("GRPO on sequences")
 st.markdown(
     "Here a response is a sequence: up to L tokens over a small alphabet, ended by an end token "
     "or cut off at L. The verifier checks one answer token (the first content token by default); "
@@ -17,7 +17,7 @@ st.markdown(
     "are averaged over responses of different lengths is the loss type (TRL `loss_type`).")
 
 with st.sidebar:
-    st.header("Sequence GRPO settings")
+    st.header("GRPO on sequences settings")
     cfg = SETTINGS.config(SeqGRPOConfig, "seq")
     n_seeds = SETTINGS.draw("seq_seeds")
     show_runs = SETTINGS.draw("seq_show_runs")
