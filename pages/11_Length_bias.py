@@ -149,13 +149,12 @@ st.markdown(
 g0 = group_sizes[0]
 p_sft = sequence_metrics(up.sft.seq_logp, up.task, up.sft.seq_logp, per_context=True)["reward"]
 finals = [r for r in results if r.config.loss_type == "grpo" and r.config.group_size == g0]
-p_final = torch.tensor(np.mean([r.per_context["reward"].to_numpy() for r in finals], axis=0))
-start, end = difficulty_weights(p_sft, g0), difficulty_weights(p_final, g0)
+start = difficulty_weights(p_sft, g0)
+end = difficulty_weights(torch.tensor(np.mean([r.per_context["reward"].to_numpy() for r in finals], axis=0)), g0)
 weights = pd.DataFrame({"context": start.context, "p (SFT)": start.p, "weight (SFT)": start.weight_G,
                         "p (after grpo)": end.p, "weight (after grpo)": end.weight_G,
                         "1/sqrt(p(1−p)) after grpo": end.population_weight})
-grid = torch.linspace(0.02, 0.98, 49)
-curve = difficulty_weights(grid, g0)
+curve = difficulty_weights(torch.linspace(0.02, 0.98, 49), g0)
 left, right = st.columns(2)
 with left:
     charts.show(charts.lines_chart(curve, "p", {"population_weight": "1/sqrt(p(1−p))",
