@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 OUT = ROOT / "test-output"
 MAP = AppPage("Hyperparameter_map", "Hyperparameter_map", "Hyperparameter map",
-              ROOT / "pages" / "10_Hyperparameter_map.py")
+              ROOT / "pages" / "15_Hyperparameter_map.py")
 
 
 @pytest.fixture(scope="module")

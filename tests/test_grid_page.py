@@ -14,7 +14,7 @@ from grpo_core.grid import GridError, make_grid, parse_axis, run_grid
 from ui import maps
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "10_Hyperparameter_map.py")
+PAGE = str(ROOT / "pages" / "15_Hyperparameter_map.py")
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,16 @@ PAGES = (
     Page("pages/9_Gradient_noise.py", "Gradient noise", ":material/explore:",
          "how well one batch's gradient points along the exact policy gradient, for every "
          "advantage estimator and G."),
-    Page("pages/10_Hyperparameter_map.py", "Hyperparameter map", ":material/grid_on:",
+    Page("pages/10_GRPO_on_sequences.py", "GRPO on sequences", ":material/notes:",
+         "GRPO on multi-token responses: every loss type, exact length curves, what the policy writes."),
+    Page("pages/11_Length_bias.py", "Length bias", ":material/straighten:",
+         "Dr. GRPO's claims tested: do wrong answers grow longer under grpo, and how std "
+         "normalization weights contexts by difficulty."),
+    Page("pages/12_Token_vs_sequence_ratios.py", "Token vs sequence ratios", ":material/compare_arrows:",
+         "GRPO, GSPO and CISPO off-policy: clipping, gradient direction, and where their first steps coincide."),
+    Page("pages/13_Entropy_collapse.py", "Entropy collapse", ":material/trending_down:",
+         "the correct answer starts rare: time to discovery and entropy, symmetric clip vs DAPO's clip-higher."),
+    Page("pages/15_Hyperparameter_map.py", "Hyperparameter map", ":material/grid_on:",
          "where does a setting work? Two settings on a grid, several seeds per cell, one heatmap."),
 )
 
