@@ -111,3 +111,27 @@ def test_presentation_mode_hides_the_controls(browser, base_url):
         expect(sidebar).to_be_visible()
     finally:
         context.close()
+
+
+def test_share_link_after_quick_changes(browser, base_url):
+    """Eight quick arrow presses on the group-size slider: once the page settles, the slider, the
+    work caption and the share link all name the same G (the link was once a rerun behind)."""
+    context, page, errors = open_url(browser, f"{base_url}/GRPO?grpo_iterations=40&grpo_seeds=2")
+    try:
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        before = int(slider_value(sidebar, "group size G"))
+        thumb = sidebar.locator('[data-testid="stSlider"]').filter(
+            has=page.get_by_text("group size G", exact=True)).get_by_role("slider")
+        thumb.focus()
+        for _ in range(8):
+            thumb.press("ArrowRight")
+        wanted = before + 8
+        expect(page).to_have_url(re.compile(rf"grpo_group_size={wanted}\b"), timeout=60_000)
+        wait_idle(page)
+        assert slider_value(sidebar, "group size G") == str(wanted)
+        link = page.locator('[data-testid="stCode"]', has_text="grpo_").first
+        expect(link).to_contain_text(f"grpo_group_size={wanted}", timeout=60_000)
+        assert f"grpo_group_size={wanted - 1}" not in link.inner_text()
+        no_exception(page, errors)
+    finally:
+        context.close()

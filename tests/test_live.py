@@ -246,3 +246,25 @@ def test_pin_labels_name_differences():
     rlvr = {**base, "name": "RLVR"}
     assert pin_labels([base, other]) == ["#1: lr=0.001", "#2: lr=0.01"]
     assert pin_labels([base, rlvr]) == ["#1: GRPO", "#2: RLVR"]
+
+
+def share_link_text(at: AppTest) -> str:
+    """The text of the "Copy link to this experiment" box (the page's only URL in a code box)."""
+    return next(c.value for c in at.code if "?" in c.value)
+
+
+@pytest.mark.slow
+def test_share_link_is_the_settings_the_results_were_computed_from():
+    """The link is built from the configs the page trained on, not from the browser's URL, which
+    lags the widgets a rerun behind when they change quickly."""
+    at = AppTest.from_file(str(ROOT / "pages/2_GRPO.py"), default_timeout=TIMEOUT)
+    at.query_params.update({"grpo_iterations": "40", "grpo_seeds": "2", "grpo_group_size": "15"})
+    at.run(timeout=TIMEOUT)
+    ok(at)
+    at.slider(key="grpo_group_size").set_value(16)
+    at.query_params["grpo_group_size"] = "15"      # the URL one change behind, as in a quick browser
+    at.run(timeout=TIMEOUT)
+    ok(at)
+    link = share_link_text(at)
+    assert "grpo_group_size=16" in link and "grpo_group_size=15" not in link, link
+    assert "grpo_iterations=40" in link and "grpo_seeds=2" in link

@@ -24,7 +24,7 @@ from grpo_core import GRPOConfig, MAX_WORK_PER_REQUEST, check_budget
 from grpo_core.config import ConfigError, request_work
 from ui.controls import Setting, g as _g, stop_with_error
 
-__all__ = ["Setting", "Fix", "check_setting", "url_value", "check_url", "work_caption", "check_request",
+__all__ = ["Setting", "Fix", "check_setting", "url_text", "url_value", "check_url", "work_caption", "check_request",
            "result_bytes", "check_result_size", "MAX_RESULT_BYTES"]
 
 
@@ -76,11 +76,7 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
     text = s.text if s.choices else (lambda v: _g(v) if isinstance(v, float) else str(v))
 
     def url(value):
-        if value == s.default:
-            return None
-        if isinstance(value, bool):
-            return str(value).lower()
-        return [text(v) for v in value] if isinstance(value, tuple) else text(value)
+        return url_text(s, value)
 
     def show(value) -> str:
         if isinstance(value, tuple):
@@ -134,6 +130,19 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
     if isinstance(s.default, int) and raw[0] != str(value):
         return fix(value)                                  # e.g. "08" or "8.0": the same value, written plainly
     return None
+
+
+def url_text(s: Setting, value) -> str | list[str] | None:
+    """value of setting s as the URL writes it (a list for a multiselect); None at the default,
+    which the URL omits. The inverse of :func:`url_value`."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if value == s.default:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = s.text if s.choices else (lambda v: _g(v) if isinstance(v, float) else str(v))
+    return [text(v) for v in value] if isinstance(value, tuple) else text(value)
 
 
 def url_value(s: Setting, given: str):

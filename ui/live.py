@@ -168,27 +168,51 @@ def adopt_params(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> None:
             st.session_state.setdefault(key, value)
 
 
-def share_url(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> str:
-    """The app's URL for this page: its own settings (already in the URL) and the other pages'
-    settings it depends on (prefixes) where they differ from the defaults."""
-    params = dict(st.query_params.to_dict())
+def run_values(prefix: str, cfg: GRPOConfig, n_seeds: int | None = None) -> dict:
+    """{widget key: value} of a run config (and its number of seeds) under prefix, for share_url."""
+    values = {f"{prefix}_{k}": v for k, v in cfg.to_dict().items()}
+    if n_seeds is not None:
+        values[f"{prefix}_seeds"] = n_seeds
+    return values
+
+
+def upstream_values(up: Upstream) -> dict:
+    """{widget key: value} of the task, SFT and reward-model configs the results were trained on."""
+    return {k: v for prefix, c in zip(UPSTREAM_PREFIXES, up.configs) for k, v in run_values(prefix, c).items()}
+
+
+def share_url(prefixes: Sequence[str] = UPSTREAM_PREFIXES, values: dict | None = None) -> str:
+    """The app's URL for this page and the settings its results were computed from.
+
+    Built from values ({widget key: value}: the configs the page trained on) and, for the page's
+    other settings, from this run's widget values; never from the browser's URL, which lags the
+    widgets when they change quickly (each change rewrites it a rerun late). Every setting the page
+    declares, and the other pages' settings it depends on (prefixes), appear where they differ
+    from their defaults, written as the URL guard reads them.
+    """
+    values = values or {}
+    page = st.session_state.get("page_settings")
+    declared = [*page.settings, *page.adopted] if page is not None else []
     for prefix in prefixes:
-        defaults = controls.field_defaults(SETTINGS[prefix])
-        if prefix in KINDS:
-            defaults["seeds"] = controls.SEEDS_DEFAULT
-        for name, default in defaults.items():
-            value = st.session_state.get(f"{prefix}_{name}", default)
-            if value != default:
-                params.setdefault(f"{prefix}_{name}", f"{value:g}" if isinstance(value, float) else str(value))
+        declared += (controls.shared_run_settings(prefix) if prefix in KINDS
+                     else controls.config_settings(SETTINGS[prefix], prefix))
+    params: dict = {}
+    for s in {s.key: s for s in declared}.values():
+        value = values[s.key] if s.key in values else st.session_state.get(s.key, s.default)
+        text = guard.url_text(s, value)
+        if text is not None:
+            params[s.key] = text
+    if st.session_state.get("present"):
+        params["present"] = "1"
     base = (st.context.url or "").split("?")[0]
-    return base + ("?" + urlencode(params) if params else "")
+    return base + ("?" + urlencode(params, doseq=True) if params else "")
 
 
-def share_link(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> None:
+def share_link(prefixes: Sequence[str] = UPSTREAM_PREFIXES, values: dict | None = None) -> None:
     """'Copy link to this experiment': the full URL in a code box (its copy button copies it)."""
     st.markdown(":material/link: **Copy link to this experiment** (the copy button is at the right "
                 "of the box)")
-    st.code(share_url(prefixes), language=None, wrap_lines=True)
+    st.code(share_url(prefixes, values), language=None, wrap_lines=True)
 
 
 def history_csv(results: Sequence[RunResult]) -> str:
@@ -245,7 +269,7 @@ def save_and_load(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
                   results: Sequence[RunResult]) -> None:
     """Share link, CSV and JSON downloads, and the configuration uploader, side by side."""
     st.header("Share, save and load")
-    share_link()
+    share_link(values={**upstream_values(up), **run_values(kind, cfg, n_seeds)})
     left, right = st.columns(2)
     with left:
         st.download_button("History as CSV (every seed)", data=lambda: history_csv(results),
