@@ -149,3 +149,19 @@ def test_bad_setting_shows_an_error_not_a_traceback(page, settings):
     assert not at.exception
     assert len(at.error) == 1 and "Invalid setting" in at.error[0].value
     assert not charts(at)
+
+
+def metric_delta(at: AppTest, k: int) -> str:
+    """The change of pass@k after RLVR as the page's metric shows it, e.g. '-0.0500'."""
+    return next(m for m in at.metric if m.label.startswith(f"pass@{k},")).delta.split()[0]
+
+
+@pytest.mark.parametrize("query", [{}, {"passk_lr": "0.05", "passk_kl_coef": "0", "passk_group_size": "2"}],
+                         ids=["defaults", "aggressive"])
+def test_pass_at_k_note_states_the_drop_shown(query):
+    at = run("pages/8_Pass_at_k.py", {"passk_iterations": "150", "passk_seeds": "2", **query})
+    ok(at)
+    shown = metric_delta(at, 64)
+    note = next(i.value for i in at.info if "Only an exact toy" in i.value)
+    word = "drop" if shown.startswith("-") and shown != "-0.0000" else "change"
+    assert f"{word} at k = 64 shown above, {shown}," in note, (shown, note)

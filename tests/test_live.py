@@ -3,6 +3,8 @@ configuration, presentation mode and the guided tour; and the background run's S
 from __future__ import annotations
 
 import json
+
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -268,3 +270,31 @@ def test_share_link_is_the_settings_the_results_were_computed_from():
     link = share_link_text(at)
     assert "grpo_group_size=16" in link and "grpo_group_size=15" not in link, link
     assert "grpo_iterations=40" in link and "grpo_seeds=2" in link
+
+
+def test_which_is_higher_needs_more_than_the_seeds_spread():
+    from ui.views import which_is_higher
+    assert which_is_higher([0.60, 0.62, 0.59, 0.61], [0.61, 0.60, 0.62, 0.60]) == "same"   # 0.606 vs 0.609
+    assert which_is_higher([0.70, 0.71, 0.69, 0.70], [0.60, 0.61, 0.59, 0.60]) == "a"
+    assert which_is_higher([0.50, 0.51], [0.60, 0.61]) == "b"
+
+
+@pytest.mark.slow
+def test_tour_step_4_verdict_is_computed_from_the_runs(upstream):
+    """Step 4's answer is worked out here from the tour's runs trained outside the app, with the
+    same rule (a difference inside two standard errors of the seeds is "about the same")."""
+    from ui.views import which_is_higher
+    tour = GRPOConfig(iterations=200)
+    results = run_many(upstream, seed_configs(tour, 4) + seed_configs(tour.replace(group_size=2), 4)
+                       + seed_configs(RLVRConfig(iterations=200), 4))
+    g8 = [r.history.true_reward.iloc[-1] for r in results[:4]]
+    g2 = [r.history.true_reward.iloc[-1] for r in results[4:8]]
+    options = ["G = 2", "G = 8", "about the same"]
+    right = options[{"a": 0, "b": 1, "same": 2}[which_is_higher(g2, g8)]]
+    at = app("pages/0_Guided_tour.py")
+    at.radio(key="tour_4_guess").set_value(right).run()
+    at.button(key="tour_4_reveal").click().run()
+    ok(at)
+    assert [e.value for e in at.success] == [f"Your prediction held: {right}."]
+    shown = next(m.value for m in at.markdown if m.value.startswith("Final true reward: G = 2"))
+    assert f"**{np.mean(g2):.3f}**" in shown and f"**{np.mean(g8):.3f}**" in shown

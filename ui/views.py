@@ -204,3 +204,27 @@ def compare_view(table: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
             table[key], table["sft"], table[f"{key}_improved"], table[f"{key}_runs"])]
     out["best"] = table["best"]
     return out
+
+
+# ---------------------------------------------------------------- sentences computed from results
+
+def pass_at_k_note(change64: float) -> str:
+    """The pass@k page's closing note, naming the change of pass@64 that the page's metric shows
+    (after RLVR − SFT, mean over contexts and seeds, written as the metric writes it)."""
+    shown = f"{change64:+.4f}"
+    change = (f"the drop at k = 64 shown above, {shown}, is real" if shown.startswith("-") and shown != "-0.0000"
+              else f"the change at k = 64 shown above, {shown}, is exact too")
+    return ("pass@k is usually estimated from n samples per problem with an unbiased estimator; "
+            f"here p is exact, so pass@k is exact for every k at once, and {change}, not sampling noise.")
+
+
+def which_is_higher(a: Sequence[float], b: Sequence[float]) -> str:
+    """'a', 'b' or 'same': which seeds' mean is higher, 'same' when the difference of the means is
+    within two standard errors of it (sqrt(var_a/n_a + var_b/n_b), sample variances), i.e. the
+    seeds cannot tell them apart."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = a.mean() - b.mean()
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else 0.0
+    if abs(diff) <= 2 * se or abs(diff) < 1e-9:
+        return "same"
+    return "a" if diff > 0 else "b"
