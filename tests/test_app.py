@@ -165,3 +165,14 @@ def test_pass_at_k_note_states_the_drop_shown(query):
     note = next(i.value for i in at.info if "Only an exact toy" in i.value)
     word = "drop" if shown.startswith("-") and shown != "-0.0000" else "change"
     assert f"{word} at k = 64 shown above, {shown}," in note, (shown, note)
+
+
+def test_captions_name_settings_by_their_on_screen_labels():
+    """After 'preference sharpness' changes on Setup, other pages' captions call it that, not pref_scale."""
+    at = run("pages/2_GRPO.py", {"grpo_iterations": "20", "grpo_seeds": "1"},
+             state={"problem_pref_scale": 6.0, "grpo_lr": 0.01})
+    ok(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "task preference sharpness 6" in captions, captions
+    assert "pref_scale" not in captions and "lr=" not in captions
+

@@ -246,7 +246,9 @@ def test_pin_labels_name_differences():
             "upstream": {"problem": {"seed": 42}}}
     other = {**base, "config": GRPOConfig(lr=0.01).to_dict()}
     rlvr = {**base, "name": "RLVR"}
-    assert pin_labels([base, other]) == ["#1: lr=0.001", "#2: lr=0.01"]
+    assert pin_labels([base, other]) == ["#1: learning rate 0.001", "#2: learning rate 0.01"]
+    sharper = {**base, "upstream": {"problem": {"seed": 42, "pref_scale": 6.0}}}
+    assert pin_labels([base, sharper]) == ["#1: task preference sharpness –", "#2: task preference sharpness 6"]
     assert pin_labels([base, rlvr]) == ["#1: GRPO", "#2: RLVR"]
 
 

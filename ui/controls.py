@@ -153,6 +153,13 @@ def seeds(prefix: str, default: int = SEEDS_DEFAULT, help: str = RUN_SEEDS_HELP)
     return slider(f"{prefix}_seeds", "seeds", 1, SEEDS_MAX, default, help)
 
 
+def field_label(cls, name: str) -> str:
+    """The on-screen label of config field name of cls: what a widget, caption or message calls it."""
+    if name == "epochs" and issubclass(cls, GRPOConfig):
+        return "PPO epochs μ"
+    return LABELS.get(name, name.replace("_", " "))
+
+
 def config_settings(cls, prefix: str, defaults: dict | None = None, skip: Sequence[str] = ()) -> list[Setting]:
     """A Setting per user-settable field of cls, keyed "<prefix>_<field>", bounded by the field's
     metadata (config.knob). For GRPO configs, fields beyond the notebook's go in the variants group."""
@@ -161,8 +168,7 @@ def config_settings(cls, prefix: str, defaults: dict | None = None, skip: Sequen
         if f.name in skip:
             continue
         meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
-        label = "PPO epochs μ" if (f.name == "epochs" and issubclass(cls, GRPOConfig)) else LABELS.get(
-            f.name, f.name.replace("_", " "))
+        label = field_label(cls, f.name)
         common = dict(label=label, help=f"{meta['help']} Range: {field_range(cls, f.name)}.", field=f.name,
                       group="variants" if issubclass(cls, GRPOConfig) and f.name not in GRPO_CORE else "")
         lo, hi, key = meta.get("lo"), meta.get("hi"), f"{prefix}_{f.name}"
@@ -267,8 +273,12 @@ class PageSettings:
 # ---------------------------------------------------------------- configs from settings
 
 def stop_with_error(err: Exception) -> None:
-    """Show a bad setting as a readable one-line error and end this run of the page (no traceback)."""
-    st.error(f"**Invalid setting.** {err}")
+    """Show a bad setting as a readable one-line error and end this run of the page (no traceback).
+    The field a ConfigError names is called by its on-screen label."""
+    text, name = str(err), getattr(err, "field_name", "")
+    if name and text.startswith(f"{name}: "):
+        text = f"{LABELS.get(name, name.replace('_', ' '))}: {text[len(name) + 2:]}"
+    st.error(f"**Invalid setting.** {text}")
     st.stop()
 
 
@@ -309,9 +319,12 @@ def upstream_configs() -> tuple:
 
 
 def describe(cfg, defaults: dict | None = None) -> str:
-    """The settings of cfg that differ from the defaults, e.g. 'lr=0.01, seed=3', or 'defaults'."""
+    """The settings of cfg that differ from the defaults, by their on-screen labels, e.g.
+    'learning rate 0.01, seed 3', or 'defaults'."""
     base = {**field_defaults(type(cfg)), **(defaults or {})}
-    changed = [f"{k}={v:g}" for k, v in cfg.to_dict().items() if k in base and v != base[k]]
+    shown = lambda v: f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    changed = [f"{field_label(type(cfg), k)} {shown(v)}" for k, v in cfg.to_dict().items()
+               if k in base and v != base[k]]
     return ", ".join(changed) if changed else "defaults"
 
 

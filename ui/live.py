@@ -254,7 +254,7 @@ def _apply_upload(key: str) -> None:
                 continue
             shown = _snap(type(part), name, value)
             if shown != value:
-                snapped.append(f"{prefix}.{name} {value:g} → {shown:g}")
+                snapped.append(f"{controls.field_label(type(part), name)} {value:g} → {shown:g}")
             st.session_state[f"{prefix}_{name}"] = shown
     st.session_state[f"{exp.kind}_seeds"] = exp.seeds
     text = f"Loaded {upload.name}: {KINDS[exp.kind][1]}, {exp.seeds} seeds."
@@ -300,10 +300,14 @@ def follow_upload() -> None:
 # ---------------------------------------------------------------- pins
 
 def _flat(pin: dict) -> dict:
+    """A pin's settings keyed by their on-screen labels (upstream ones prefixed by their stage)."""
+    cls = KINDS.get(pin["name"].lower(), (GRPOConfig,))[0]
     out = {"method": pin["name"], "seeds": pin["seeds"]}
-    out.update({k: v for k, v in pin["config"].items() if k != "reward"})
+    out.update({controls.field_label(cls, k): v for k, v in pin["config"].items() if k != "reward"})
+    stages = {prefix: (stage_cls, name) for stage_cls, prefix, name in controls.UPSTREAM}
     for section, values in pin["upstream"].items():
-        out.update({f"{section}.{k}": v for k, v in values.items()})
+        stage_cls, name = stages[section]
+        out.update({f"{name} {controls.field_label(stage_cls, k)}": v for k, v in values.items()})
     return out
 
 
@@ -315,7 +319,7 @@ def pin_labels(pins: Sequence[dict]) -> list[str]:
     fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)
     labels = []
     for i, f in enumerate(flats):
-        parts = [fmt(f["method"]) if k == "method" else f"{k}={fmt(f.get(k, '–'))}" for k in keys]
+        parts = [fmt(f["method"]) if k == "method" else f"{k} {fmt(f.get(k, '–'))}" for k in keys]
         labels.append(f"#{i + 1}" + (": " + ", ".join(parts) if parts else f": {f['method']}"))
     return labels
 
