@@ -111,6 +111,13 @@ def test_pin_overlay_names_what_differs(grpo_page):
 
 
 @pytest.mark.slow
+def test_upload_box_states_the_real_limit(grpo_page):
+    label = next(e.proto.label for e in grpo_page.main if getattr(e, "type", "") == "file_uploader")
+    assert "at most 64 KiB" in label
+    assert any("The limit is 64 KiB per file, not the 1MB" in c.value for c in grpo_page.caption)
+
+
+@pytest.mark.slow
 def test_downloads_exist(grpo_page):
     labels = [d.proto.label for d in grpo_page.get("download_button")]
     assert any("CSV" in label for label in labels) and any("JSON" in label for label in labels)
@@ -135,6 +142,9 @@ def test_upload_bad_and_good_configuration():
     at.session_state["upload_bytes"] = b"{not json"
     at.run()
     assert len(at.error) == 1 and "file" in at.error[0].value and "JSON" in at.error[0].value
+    at.session_state["upload_bytes"] = b" " * (64 * 1024 + 1)           # over 64 KiB, under Streamlit's 1MB
+    at.run()
+    assert len(at.error) == 1 and "65,537 bytes, over the limit of 64 KiB" in at.error[0].value
     good = {"kind": "grpo", "seeds": 3, "run": {"group_size": 4, "lr": 0.01, "kl_coef": 0.1},
             "problem": {"seed": 7}}
     at.session_state["upload_bytes"] = json.dumps(good).encode()

@@ -26,6 +26,7 @@ from ui import charts, controls, guard, lab, store, views
 from ui.controls import PageSettings, TICK_SECONDS
 
 MAX_PINS = 6
+UPLOAD_LIMIT = f"{MAX_EXPERIMENT_BYTES // 1024} KiB"     # a saved configuration is a few hundred bytes
 KINDS = {"grpo": (GRPOConfig, "GRPO", "pages/2_GRPO.py"), "rlvr": (RLVRConfig, "RLVR", "pages/3_RLVR.py")}
 
 
@@ -241,8 +242,14 @@ def _apply_upload(key: str) -> None:
     st.session_state.pop(f"{key}_upload_message", None)
     if upload is None:
         return
+    data = upload.getvalue()
+    if len(data) > MAX_EXPERIMENT_BYTES:
+        st.session_state[f"{key}_upload_message"] = (
+            "error", f"Could not load {upload.name}: it is {len(data):,} bytes, over the limit of "
+                     f"{UPLOAD_LIMIT} ({MAX_EXPERIMENT_BYTES:,} bytes).")
+        return
     try:
-        exp = experiment_from_json(upload.getvalue())
+        exp = experiment_from_json(data)
     except ConfigError as err:
         st.session_state[f"{key}_upload_message"] = ("error", f"Could not load {upload.name}: {err}")
         return
@@ -281,10 +288,11 @@ def save_and_load(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
                            help="Every setting (task, SFT, reward model, this run, seeds): load it "
                                 "here to reproduce this result, or run it with the CLI.")
     with right:
-        st.file_uploader("Load a configuration (JSON)", type="json", key=f"{kind}_upload",
-                         max_upload_size=1, on_change=_apply_upload, args=(kind,),
-                         help=f"A file saved with the button on the left (at most "
-                              f"{MAX_EXPERIMENT_BYTES // 1024} KB). It sets every setting it names.")
+        st.file_uploader(f"Load a configuration (JSON, at most {UPLOAD_LIMIT})", type="json",
+                         key=f"{kind}_upload", max_upload_size=1, on_change=_apply_upload, args=(kind,),
+                         help="A file saved with the button on the left. It sets every setting it names.")
+        # The box itself says 1MB, Streamlit's smallest limit; larger files than ours are refused on load.
+        st.caption(f"The limit is {UPLOAD_LIMIT} per file, not the 1MB the box shows: a larger file is refused.")
         message = st.session_state.get(f"{kind}_upload_message")
         if message:
             (st.error if message[0] == "error" else st.success)(message[1])
