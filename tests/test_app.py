@@ -137,17 +137,19 @@ def test_compare_uses_the_grpo_and_rlvr_pages_settings():
     assert list(per_context["context"])[-1] == "overall"
 
 
-@pytest.mark.parametrize("page, settings", [
+@pytest.mark.parametrize("page, settings, message", [
     # over the work budget: 5000 x 16 x 64 x 64 x 64 seeds
     ("pages/2_GRPO.py", {"grpo_iterations": 5000, "grpo_epochs": 16, "grpo_prompts": 64,
-                         "grpo_group_size": 64, "grpo_seeds": 64}),
+                         "grpo_group_size": 64, "grpo_seeds": 64},
+     "**Too much work.** This request needs iterations 5,000 × PPO epochs μ 16 × prompts per iteration 64 "
+     "× group size G 64 × 64 runs (seeds) = 20,971,520,000 work units, over the limit of 100,000,000"),
     # a cross-field rule: more minibatches than prompts
-    ("pages/3_RLVR.py", {"rlvr_prompts": 2, "rlvr_minibatches": 4}),
+    ("pages/3_RLVR.py", {"rlvr_prompts": 2, "rlvr_minibatches": 4}, "**Invalid setting.** minibatches"),
 ])
-def test_bad_setting_shows_an_error_not_a_traceback(page, settings):
+def test_bad_setting_shows_an_error_not_a_traceback(page, settings, message):
     at = run(page, state=settings)
     assert not at.exception
-    assert len(at.error) == 1 and "Invalid setting" in at.error[0].value
+    assert len(at.error) == 1 and at.error[0].value.startswith(message), at.error[0].value
     assert not charts(at)
 
 
@@ -176,3 +178,12 @@ def test_captions_name_settings_by_their_on_screen_labels():
     assert "task preference sharpness 6" in captions, captions
     assert "pref_scale" not in captions and "lr=" not in captions
 
+
+
+def test_over_work_message_names_the_seeds_when_seeds_moved():
+    """Only the seeds changed (the rest at defaults but for iterations): the message names the
+    product, seeds among its factors, not 'iterations' alone."""
+    at = run("pages/2_GRPO.py", state={"grpo_iterations": 5000, "grpo_prompts": 64, "grpo_group_size": 64,
+                                       "grpo_epochs": 16, "grpo_seeds": 2})
+    assert not at.exception
+    assert "× 2 runs (seeds) =" in at.error[0].value and "lower one of these factors" in at.error[0].value

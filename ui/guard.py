@@ -206,8 +206,35 @@ def work_caption(*requests: Sequence[GRPOConfig]) -> None:
                "(iterations × PPO epochs × prompts × group size, summed over runs).")
 
 
+WORK_FACTORS = ("iterations", "epochs", "prompts", "group_size")
+
+
+def over_work_message(configs: Sequence[GRPOConfig]) -> str:
+    """Why a request is over the work cap: the product, each factor by its on-screen label, and
+    the number of runs (seeds) it is repeated for; runs that differ are summed term by term, e.g.
+    'iterations 300 × PPO epochs μ 4 × prompts per iteration 16 × group size G 64 × 64 runs = …'."""
+    from collections import Counter
+    from ui.controls import field_label
+
+    terms = Counter((*(getattr(c, f) for f in WORK_FACTORS), c.dynamic_sampling) for c in configs)
+    parts = []
+    for (*factors, redraws), runs in terms.items():
+        named = [f"{field_label(GRPOConfig, f)} {v:,}" for f, v in zip(WORK_FACTORS, factors)]
+        if redraws:
+            named.append(f"(1 + {redraws} dynamic-sampling redraws)")
+        named.append(f"{runs} run{'s' if runs > 1 else ''} (seeds)")
+        parts.append(" × ".join(named))
+    return (f"this request needs {' + '.join(parts)} = {request_work(list(configs)):,} work units, over "
+            f"the limit of {MAX_WORK_PER_REQUEST:,}; lower one of these factors.")
+
+
 def check_request(upstream_configs: tuple, configs: Sequence[GRPOConfig]) -> None:
-    """Stop the page with a one-line error if the request is over the work or size caps."""
+    """Stop the page with a one-line error if the request is over the work or size caps; the work
+    message names every factor of the product by its on-screen label (the core's names one field)."""
+    if request_work(list(configs)) > MAX_WORK_PER_REQUEST:
+        text = over_work_message(configs)
+        st.error(f"**Too much work.** {text[0].upper()}{text[1:]}")
+        st.stop()
     try:
         check_budget(configs)
         check_result_size(upstream_configs, configs)
@@ -237,6 +264,6 @@ def check_result_size(upstream_configs: tuple, configs: Sequence[GRPOConfig]) ->
     """Raise ConfigError when the result would be larger than MAX_RESULT_BYTES."""
     size = result_bytes(upstream_configs, configs)
     if size > MAX_RESULT_BYTES:
-        raise ConfigError("iterations", f"the histories of these {len(configs)} runs would take about "
-                          f"{size / 2**20:,.0f} MiB, over the limit of {MAX_RESULT_BYTES / 2**20:,.0f} MiB "
-                          "per request; lower the iterations or the number of seeds")
+        raise ConfigError("iterations", f"the histories of these {len(configs)} runs (seeds) would take "
+                          f"about {size / 2**20:,.0f} MiB, over the limit of {MAX_RESULT_BYTES / 2**20:,.0f} "
+                          "MiB per request; lower the iterations or the number of seeds")
