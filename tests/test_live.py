@@ -310,3 +310,23 @@ def test_tour_step_4_verdict_is_computed_from_the_runs(upstream):
     assert [e.value for e in at.success] == [f"Your prediction held: {right}."]
     shown = next(m.value for m in at.markdown if m.value.startswith("Final true reward: G = 2"))
     assert f"**{np.mean(g2):.3f}**" in shown and f"**{np.mean(g8):.3f}**" in shown
+
+
+@pytest.mark.slow
+def test_settings_set_by_a_callback_set_each_widget_one_way(monkeypatch):
+    """A loaded configuration (or Reset) writes widget values through st.session_state in a
+    callback; the widgets must then come without a default, or Streamlit logs 'created with a
+    default value but also had its value set via the Session State API' (checked only with a
+    runtime, so one is pretended here)."""
+    from streamlit.elements.lib import policies
+    warned = []
+    at = app("pages/2_GRPO.py", {"grpo_iterations": "40", "grpo_seeds": "2"})
+    ok(at)
+    monkeypatch.setattr(policies.runtime, "exists", lambda: True)
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies._LOGGER, "warning", lambda msg, *a, **k: warned.append(msg % a))
+    at.slider(key="grpo_group_size").set_value(4).run()
+    next(b for b in at.button if b.label == "Reset to defaults").click().run(timeout=TIMEOUT)
+    ok(at)
+    assert not warned, warned
+    assert at.slider(key="grpo_group_size").value == 8 and at.number_input(key="grpo_iterations").value == 500

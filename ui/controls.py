@@ -95,9 +95,18 @@ class Setting:
         return list(self.default) if isinstance(self.default, tuple) else self.default
 
     def draw(self):
-        """The widget in the current container; returns its value."""
+        """The widget in the current container; returns its value.
+
+        Its value comes one way only: a value a callback (Reset, a loaded configuration) has just
+        put in st.session_state is drawn without a default, as Streamlit asks; otherwise the
+        declared default (which the URL also omits) is given.
+        """
         opts = dict(key=self.key, help=self.help or None, bind="query-params", persist_state="session")
         label, d = self.label or self.key, self.default
+        if set_by_session_state(self.key):
+            value = self._draw_from_state(label, opts)
+            self._sync_url(value)
+            return value
         if self.kind == "selectbox":
             return st.selectbox(label, self.choices, index=self.choices.index(d), format_func=self.text, **opts)
         if self.kind == "radio":
@@ -122,6 +131,59 @@ class Setting:
             return st.number_input(label, min_value=float(self.lo), max_value=float(self.hi), value=float(d),
                                    step=0.01, format="%.2f", **opts)
         raise ValueError(f"{self.key}: unknown widget kind {self.kind!r}")
+
+    def _sync_url(self, value) -> None:
+        """Drawn without a default, Streamlit writes the value to the URL unless it is the widget's
+        first option; put the URL back to what the declared default implies (omitted at the default)."""
+        from ui.guard import url_text
+        try:
+            from streamlit.runtime.state.session_state_proxy import get_session_state
+            text = url_text(self, value)
+            with get_session_state().query_params() as qp:
+                if text is None:
+                    qp.remove_param(self.key)
+                else:
+                    qp.set_corrected_value(self.key, text, "string_array_value" if isinstance(text, list)
+                                           else "string_value")
+        except (ImportError, AttributeError):
+            pass    # Streamlit's internals moved: the URL then names a default, which is harmless
+
+    def _draw_from_state(self, label: str, opts: dict):
+        """The widget with no default of its own: its value is the one in st.session_state."""
+        whole = isinstance(self.default, int)
+        if self.kind == "selectbox":
+            return st.selectbox(label, self.choices, format_func=self.text, **opts)
+        if self.kind == "radio":
+            return st.radio(label, self.choices, format_func=self.text, horizontal=self.horizontal, **opts)
+        if self.kind == "multiselect":
+            return st.multiselect(label, self.choices, format_func=self.text, **opts)
+        if self.kind == "select_slider":
+            return st.select_slider(label, self.choices, format_func=self.text, **opts)
+        if self.kind == "checkbox":
+            return st.checkbox(label, **opts)
+        if self.kind == "toggle":
+            return st.toggle(label, **opts)
+        if self.kind == "slider":
+            if whole:
+                return st.slider(label, self.lo, self.hi, **opts)
+            return st.slider(label, float(self.lo), float(self.hi), step=0.01, **opts)
+        if self.kind == "number":
+            if whole:
+                return st.number_input(label, min_value=self.lo, max_value=self.hi, value="min", step=1, **opts)
+            return st.number_input(label, min_value=float(self.lo), max_value=float(self.hi), value="min",
+                                   step=0.01, format="%.2f", **opts)
+        raise ValueError(f"{self.key}: unknown widget kind {self.kind!r}")
+
+
+def set_by_session_state(key: str) -> bool:
+    """True when key's value was written through st.session_state since the last run (by a
+    callback such as Reset or a loaded configuration): its widget must then be drawn without a
+    default, or Streamlit warns that the value is set two ways."""
+    try:
+        from streamlit.runtime.state.session_state_proxy import get_session_state
+        return get_session_state().is_new_state_value(key)
+    except (ImportError, AttributeError):   # Streamlit's internals moved: draw with the default
+        return False
 
 
 def slider(key: str, label: str, lo: int, hi: int, default: int, help: str = "") -> Setting:
