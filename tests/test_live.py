@@ -102,9 +102,16 @@ def test_pin_overlay_names_what_differs(grpo_page):
     at.button(key="grpo_pin").click().run()
     ok(at)
     labels = [b.label for b in at.button if b.label.startswith("✕ unpin")]
-    assert labels == ["✕ unpin #1: group_size=8", "✕ unpin #2: group_size=4"]
-    specs = [c.proto.spec for c in at.get("vega_lite_chart")]
-    assert any("Pinned runs" in s and "group_size=4" in s for s in specs)
+    assert labels == ["✕ unpin #1: group size G 8", "✕ unpin #2: group size G 4"]
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    pinned = [s for s in specs if "Pinned runs" in json.dumps(s.get("title"))]
+    assert len(pinned) == 2
+    for spec in pinned:       # full height; the legend names runs by number, not by a long label per line
+        assert spec["height"] >= 230 and spec["autosize"]["type"] == "fit-x"   # the height is the plot's
+        assert spec["encoding"]["color"]["scale"]["domain"] == ["#1", "#2"]
+        assert spec["encoding"]["color"]["legend"]["direction"] == "horizontal"
+    listed = " ".join(m.value for m in at.markdown)
+    assert "#1: group size G 8" in listed and "#2: group size G 4" in listed
     at.button(key="grpo_unpin_0").click().run()
     assert [b.label for b in at.button if b.label.startswith("✕ unpin")] == ["✕ unpin #1: GRPO"]
     at.slider(key="grpo_group_size").set_value(8).run()

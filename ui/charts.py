@@ -24,7 +24,7 @@ from grpo_core import band
 PALETTE = ["#3056d3", "#e8702a", "#1b9e77", "#b8336a", "#7570b3", "#66a61e", "#a6761d", "#666666"]
 GRPO_COLOR, SFT_COLOR, RLVR_COLOR, TRUE_COLOR = PALETTE[0], PALETTE[1], PALETTE[2], "#9aa0a6"
 FAINT_COLOR = "#a9adb3"
-CHART_HEIGHT = 290
+CHART_HEIGHT = 230        # the plot's own height: titles, axes and legends come on top (show())
 MAX_POINTS = 400          # points per line sent to the browser (long runs are thinned)
 BAND_NOTE = "line: mean over {n} seeds · band: 10th–90th percentile over seeds"
 
@@ -271,6 +271,10 @@ def show(chart) -> None:
     """An Altair chart or a Vega-Lite spec dict. Specs come from the project's own chart code, so
     Altair's JSON-schema validation (much of a page's rerun time) is skipped."""
     spec = chart if isinstance(chart, dict) else chart.to_dict(validate=False)
+    if "autosize" not in spec and "facet" not in spec:
+        # The height is the plot's: with Streamlit's default ("fit") the title, axes and legends are
+        # cut from it, and a chart with a long legend kept only a sliver of plot.
+        spec = {**spec, "autosize": {"type": "fit-x", "contains": "padding"}}
     if st.session_state.get("present"):
         spec = {**spec, "config": {**spec.get("config", {}), **PRESENT_CHART_CONFIG}}
         if isinstance(spec.get("height"), (int, float)):

@@ -348,6 +348,20 @@ def pin_button(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
                    "oldest is dropped).")
 
 
+def pin_chart(long: pd.DataFrame, runs: Sequence[str], colors: Sequence[str], column: str, title: str,
+              y_title: str) -> dict:
+    """Each pinned run's mean curve of column, full height; the legend names runs by "#n" only
+    (a long label per line would take the plot's height), the full labels are listed under the charts."""
+    return alt.Chart(long).mark_line(strokeWidth=2.2).encode(
+        x=alt.X("iteration:Q"), y=alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=alt.Color("run:N", sort=list(runs), scale=alt.Scale(domain=list(runs), range=list(colors)),
+                        legend=alt.Legend(orient="top", direction="horizontal", title=None,
+                                          symbolType="stroke", symbolStrokeWidth=3)),
+        tooltip=["run:N", "iteration:Q", alt.Tooltip(f"{column}:Q", format=".4f")],
+    ).properties(title=charts.chart_title(title, "mean over each pinned run's seeds"),
+                 height=charts.CHART_HEIGHT).to_dict(validate=False)
+
+
 def pins_view(key: str) -> None:
     """Overlay of the pinned runs' exact true reward and KL, legend naming what differs; unpin."""
     pins = st.session_state.get("pins", [])
@@ -355,20 +369,15 @@ def pins_view(key: str) -> None:
         st.caption("Pin runs to overlay their curves here: change a setting, pin again, compare.")
         return
     labels = pin_labels(pins)
-    long = pd.concat([charts.thin(p["history"]).assign(run=label) for p, label in zip(pins, labels)],
+    short = [label.split(":")[0] for label in labels]          # "#1": the full label is listed below
+    long = pd.concat([charts.thin(p["history"]).assign(run=tag) for p, tag in zip(pins, short)],
                      ignore_index=True)
-
-    def chart(column, title, y_title):
-        return alt.Chart(long).mark_line(strokeWidth=2).encode(
-            x=alt.X("iteration:Q"), y=alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", sort=labels, scale=alt.Scale(domain=labels, range=charts.PALETTE[:len(labels)]),
-                            legend=alt.Legend(orient="bottom", title=None, columns=1, labelLimit=700)),
-            tooltip=["run:N", "iteration:Q", alt.Tooltip(f"{column}:Q", format=".4f")],
-        ).properties(title=charts.chart_title(title, "mean over each pinned run's seeds"),
-                     height=charts.CHART_HEIGHT)
-
-    charts.show_grid([chart("true_reward", "Pinned runs: expected true reward", "true reward"),
-                  chart("kl_ref", "Pinned runs: KL(policy ‖ SFT)", "KL (nats)")])
+    colors = charts.PALETTE[:len(labels)]
+    charts.show_grid([pin_chart(long, short, colors, "true_reward", "Pinned runs: expected true reward",
+                                "true reward"),
+                      pin_chart(long, short, colors, "kl_ref", "Pinned runs: KL(policy ‖ SFT)", "KL (nats)")])
+    st.markdown("  \n".join(f'<span style="color:{c}">■</span> {label}' for c, label in zip(colors, labels)),
+                unsafe_allow_html=True)
     cols = st.columns(min(len(pins), 3))
     for i, label in enumerate(labels):
         cols[i % len(cols)].button(f"✕ unpin {label}", key=f"{key}_unpin_{i}",
