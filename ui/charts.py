@@ -81,6 +81,21 @@ def chart_spec(build):
     return cached
 
 
+def faint_window(n: int) -> int:
+    """Iterations per rolling window of a noisy per-iteration metric: about 1/25 of the run, at least 5."""
+    return max(5, n // 25)
+
+
+def faint_band(history: pd.DataFrame, column: str, x: str = "iteration", window: int = 1) -> pd.DataFrame:
+    """[x, mean, lo, hi]: the rolling mean and 10th/90th percentiles of a noisy metric over
+    faint_window(len(history)) rows (after the page's own smoothing window)."""
+    values = smooth(history, column, x, window)
+    w = faint_window(len(values))
+    rolling = values[column].rolling(w, min_periods=1, center=True)
+    return pd.DataFrame({x: values[x].to_numpy(), "mean": rolling.mean().to_numpy(),
+                         "lo": rolling.quantile(0.1).to_numpy(), "hi": rolling.quantile(0.9).to_numpy()})
+
+
 @chart_spec
 def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: str, *,
                y_title: str | None = None, x: str = "iteration", rules: dict[str, float] | None = None,
@@ -109,8 +124,11 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
                       legend=alt.Legend(orient="bottom", title=None, labelLimit=400, symbolType="stroke",
                                         symbolStrokeWidth=3, symbolOpacity=1))
     runs = pd.concat(runs, ignore_index=True) if runs else None
-    # The y range fits the runs and the reference lines; the faint noisy line is clipped to it.
+    # The y range fits the runs, the reference lines and the faint noisy metric's band.
     shown = [bands[["lo", "hi"]].to_numpy().ravel(), list((rules or {}).values())]
+    if faint is not None:
+        noisy = faint_band(faint[1], faint[2], x, window)
+        shown.append(noisy[["lo", "hi"]].to_numpy().ravel())
     if runs is not None:
         shown.append(runs[column].to_numpy())
     shown = np.concatenate([np.asarray(v, dtype=float) for v in shown])
@@ -121,10 +139,14 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
     xq = alt.X(f"{x}:Q", title=_x_title(x))
     layers = []
     if faint is not None:
-        label, history, faint_column = faint
-        f = thin(smooth(history, faint_column, x, window), 1000).assign(series=label)
-        layers.append(alt.Chart(f).mark_line(strokeWidth=0.8, opacity=0.55, clip=True).encode(
-            x=xq, y=alt.Y(f"{faint_column}:Q", title=y_title, scale=y_scale), color=color))
+        # The noisy metric as a light band (its rolling 10th-90th percentile) around its rolling
+        # mean: drawn point by point, every iteration's jump made a wall of vertical lines.
+        f = thin(noisy.assign(series=faint[0]))
+        layers.append(alt.Chart(f).mark_area(opacity=0.18, color=FAINT_COLOR).encode(
+            x=xq, y=alt.Y("lo:Q", title=y_title, scale=y_scale), y2="hi:Q"))
+        layers.append(alt.Chart(f).mark_line(strokeWidth=1.2, strokeDash=[4, 3]).encode(
+            x=xq, y=alt.Y("mean:Q", title=y_title, scale=y_scale), color=color,
+            tooltip=["series:N", alt.Tooltip(f"{x}:Q"), alt.Tooltip("mean:Q", title="rolling mean", format=".4f")]))
     n_max = int(bands["n"].max())
     if n_max > 1:
         layers.append(alt.Chart(bands).mark_area(opacity=0.2).encode(
@@ -139,6 +161,9 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
                  alt.Tooltip("lo:Q", title="10th pct", format=".4f"),
                  alt.Tooltip("hi:Q", title="90th pct", format=".4f")]))
     subtitle = [BAND_NOTE.format(n=n_max)] if n_max > 1 else []
+    if faint is not None:
+        subtitle.append(f"grey: the noisy metric's rolling mean (dashed) and 10–90% band, "
+                        f"{faint_window(len(faint[1]))}-iteration window")
     if window > 1:
         subtitle.append(f"each run smoothed by a rolling mean over {window} iterations")
     return alt.layer(*layers, *_rule_layers(rules)).properties(

@@ -1,0 +1,36 @@
+"""Chart specs as a reader sees them: the notebook's noisy metric reads as noise around the exact line."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ui import charts
+
+
+def history(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    it = np.arange(n)
+    exact = 0.03 * (1 - np.exp(-it / 50))
+    return pd.DataFrame({"iteration": it, "rm_reward": exact,
+                         "first_group_reward": exact + rng.normal(0, 0.05, n)})
+
+
+def layers(spec: dict) -> list[dict]:
+    return spec.get("layer", [spec])
+
+
+def test_noisy_metric_is_a_band_and_a_rolling_mean_not_a_wall_of_lines():
+    hists = [history(500, s) for s in range(4)]
+    spec = charts.band_chart.__wrapped__({"GRPO": hists}, "rm_reward", "RM", faint=("one group", hists[0],
+                                                                                    "first_group_reward"))
+    spec = spec if isinstance(spec, dict) else spec.to_dict(validate=False)
+    marks = [(l["mark"]["type"] if isinstance(l["mark"], dict) else l["mark"]) for l in layers(spec)]
+    faint = [l for l in layers(spec) if l.get("encoding", {}).get("y", {}).get("field") in ("lo", "mean")
+             and "strokeDash" in (l["mark"] if isinstance(l["mark"], dict) else {})]
+    assert faint, marks                                      # the rolling mean, dashed
+    # No layer draws the raw noisy column point to point, and the y range holds the noise band.
+    assert not any(l.get("encoding", {}).get("y", {}).get("field") == "first_group_reward" for l in layers(spec))
+    band = charts.faint_band(hists[0], "first_group_reward")
+    lo, hi = spec["layer"][0]["encoding"]["y"]["scale"]["domain"]
+    assert lo <= band.lo.min() and hi >= band.hi.max()
+    assert charts.faint_window(500) == 20 and len(band) == 500
