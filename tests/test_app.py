@@ -41,7 +41,10 @@ def test_landing():
     text = " ".join(m.value for m in at.markdown)
     assert "DeepSeekMath" in text and "Shao et al., 2024" in text
     n_pages = len(list(Path(__file__).parent.parent.glob("pages/*.py")))
-    assert len(at.main.get("page_link")) == n_pages                 # "The pages", one line each
+    links = [link.proto.page for link in at.main.get("page_link")]
+    assert [l.split("/")[-1] for l in links[:2]] == ["Guided_tour", "GRPO"]   # where to start, first screen
+    assert len(links) == 2 + n_pages                                  # and "The pages", one line each
+    assert charts(at)                                                 # one real run: what the app does
     sidebar = [link.proto.label for link in at.sidebar.get("page_link")]
     assert sidebar[0] == "Home" and len(sidebar) == 1 + n_pages     # the navigation: Home, then every page
 
