@@ -287,8 +287,13 @@ def compare_chart(table: pd.DataFrame, names: dict[str, str]):
 
 # Presentation mode: charts taller and their type larger, for a projector.
 PRESENT_CHART_SCALE = 1.45
-PRESENT_CHART_CONFIG = {"axis": {"labelFontSize": 15, "titleFontSize": 16},
-                        "legend": {"labelFontSize": 15}, "title": {"fontSize": 20, "subtitleFontSize": 14},
+PRESENT_CHART_CONFIG = {"font": '"Source Sans", sans-serif', "range": {"category": PALETTE},
+                        "view": {"stroke": None},
+                        "axis": {"labelFontSize": 16, "titleFontSize": 18, "titleFontWeight": "normal",
+                                 "gridColor": "#e6e9ef", "domainColor": "#c4c8d0", "labelColor": "#555",
+                                 "titleColor": "#444"},
+                        "legend": {"labelFontSize": 16, "symbolSize": 160},
+                        "title": {"fontSize": 22, "subtitleFontSize": 16, "anchor": "start"},
                         "text": {"fontSize": 15}}
 
 
@@ -301,9 +306,13 @@ def show(chart) -> None:
         # cut from it, and a chart with a long legend kept only a sliver of plot.
         spec = {**spec, "autosize": {"type": "fit-x", "contains": "padding"}}
     if st.session_state.get("present"):
+        # Streamlit's chart theme sets its own font sizes over the spec's, so presentation mode
+        # draws without it, with the enlarged type (and the app's font and palette) given here.
         spec = {**spec, "config": {**spec.get("config", {}), **PRESENT_CHART_CONFIG}}
         if isinstance(spec.get("height"), (int, float)):
             spec["height"] = int(spec["height"] * PRESENT_CHART_SCALE)
+        st.vega_lite_chart(spec, width="stretch", theme=None)
+        return
     st.vega_lite_chart(spec, width="stretch")
 
 
