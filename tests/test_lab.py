@@ -2,6 +2,8 @@
 raise nothing, show no error and draw their charts; and the TRL export expander."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -32,14 +34,20 @@ def test_reward_hacking_defaults_and_fewer_coefficients():
     at = run("6_Reward_hacking.py")
     ok(at, 2)
     table = at.dataframe[0].value
-    assert list(table["KL coefficient β"]) == [0.0, 0.01, 0.05, 0.2, 1.0]
+    assert list(table["β"]) == [0.0, 0.01, 0.05, 0.2, 1.0]
     assert (table["β of the optimum with this KL"] > 0).all()
+    for spec in (json.loads(c.proto.spec) for c in at.get("vega_lite_chart")):
+        runs = [l for l in spec["layer"] if l.get("encoding", {}).get("strokeDash", {}).get("field") == "series"]
+        assert runs, "the β lines are told apart by dash pattern"
+        texts = [l for l in spec["layer"] if l.get("mark", {}).get("type") == "text"
+                 and l["encoding"].get("text", {}).get("field") == "series"]
+        assert texts, "each β line is labelled at its end"
     at.multiselect(key="hack_kl_coefs").set_value([0.05, 1.0])
     at.slider(key="hack_seeds").set_value(2)
     at.number_input(key="hack_iterations").set_value(60).run(timeout=TIMEOUT)
     ok(at, 2)
     table = at.dataframe[0].value
-    assert list(table["KL coefficient β"]) == [0.05, 1.0]
+    assert list(table["β"]) == [0.05, 1.0]
     # a larger KL coefficient keeps the policy closer to SFT
     assert table["final KL"].iloc[1] < table["final KL"].iloc[0]
 
