@@ -114,3 +114,31 @@ def test_trl_export_expander(cfg, unmapped):
     bullets = " ".join(m.value for m in at.markdown if "No TRL equivalent" in m.value)
     assert all(f"`{name}`" in bullets for name in unmapped)
     assert bool(bullets) == bool(unmapped)
+
+
+@pytest.mark.slow
+def test_zero_signal_formulas_are_rendered_as_maths():
+    import re
+    at = run("7_Zero_signal_groups.py", {"zero_seeds": 2})
+    assert not at.exception
+    prose = " ".join(m.value for m in at.markdown)
+    assert "$\\bar p^G + (1 - \\bar p)^G$" in prose
+    outside_maths = re.sub(r"\$[^$]*\$", "", prose)
+    assert "^G" not in outside_maths and "p̄" not in outside_maths
+
+
+def test_compare_notice_names_contexts_as_contexts(upstream):
+    import pandas as pd
+    from ui.views import compare_notice
+    wrong = [c for c, (t, ok) in enumerate(zip(upstream.rm.scores.argmax(-1).tolist(),
+                                              upstream.problem.correct_token.tolist())) if t != ok]
+    if not wrong:
+        pytest.skip("the default reward model is right everywhere")
+    n = upstream.problem.n_contexts
+    rows = [{"context": str(c), "sft": 0.6, "grpo": 0.5 if c in wrong else 0.7, "rlvr": 0.7, "best": 0.8}
+            for c in range(n)]
+    rows.append({"context": "overall", "sft": 0.6, "grpo": 0.6, "rlvr": 0.7, "best": 0.8})
+    text = compare_notice(pd.DataFrame(rows), upstream)
+    assert f"in context {wrong[0]} the reward model's top token is not the correct one" in text or \
+        f"in contexts {', '.join(map(str, wrong))} the reward model's" in text
+    assert "correct one (" not in text

@@ -278,7 +278,7 @@ def compare_chart(table: pd.DataFrame, names: dict[str, str]):
         tooltip=["context:N", "policy:N", alt.Tooltip("reward:Q", format=".3f"),
                  alt.Tooltip("lo:Q", title="min over seeds", format=".3f"),
                  alt.Tooltip("hi:Q", title="max over seeds", format=".3f")])
-    spread = alt.Chart(df).mark_rule(color="#111", strokeWidth=1.5).encode(
+    spread = alt.Chart(df).mark_rule(color="#111", strokeWidth=3, strokeCap="round").encode(
         x=x, xOffset=offset, y="lo:Q", y2="hi:Q")
     return alt.layer(bars, spread).properties(
         title=chart_title("Exact expected true reward per context", "bars: mean over seeds · black lines: "

@@ -177,8 +177,9 @@ def compare_notice(table: pd.DataFrame, up: Upstream) -> str:
         misled = [c for c in worse if c in rm_wrong] if key == "grpo" else []
         if worse:
             text += f" {name} ends below SFT in context {', '.join(worse)}"
-            text += (f": where the reward model's top token is not the correct one ({', '.join(misled)}), "
-                     "GRPO faithfully optimizes the wrong target." if misled else ".")
+            text += (f": in {'context' if len(misled) == 1 else 'contexts'} {', '.join(misled)} the reward "
+                     "model's top token is not the correct one, and GRPO faithfully optimizes the wrong "
+                     "target." if misled else ".")
     if rm_wrong and not any(c for c in rm_wrong if float(ctx.grpo[ctx.context == c].iloc[0])
                             < float(ctx.sft[ctx.context == c].iloc[0])):
         text += (f" The reward model is wrong about context {', '.join(sorted(rm_wrong))}, yet GRPO "
