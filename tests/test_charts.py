@@ -34,3 +34,12 @@ def test_noisy_metric_is_a_band_and_a_rolling_mean_not_a_wall_of_lines():
     lo, hi = spec["layer"][0]["encoding"]["y"]["scale"]["domain"]
     assert lo <= band.lo.min() and hi >= band.hi.max()
     assert charts.faint_window(500) == 20 and len(band) == 500
+
+
+def test_an_all_zero_clip_fraction_is_said_in_words():
+    from ui.views import zero_or_chart
+    flat = pd.DataFrame({"iteration": range(50), "clip_frac_low": 0.0})
+    text = zero_or_chart({"GRPO": [flat, flat]}, "clip_frac_low", "Clipped low", y_title="fraction")
+    assert text == "**Clipped low**: 0 at every iteration of all 2 runs: no sample was clipped this way."
+    some = flat.assign(clip_frac_low=[0.0] * 49 + [0.01])
+    assert isinstance(zero_or_chart({"GRPO": [flat, some]}, "clip_frac_low", "Clipped low"), dict)

@@ -298,8 +298,11 @@ PRESENT_CHART_CONFIG = {"font": '"Source Sans", sans-serif', "range": {"category
 
 
 def show(chart) -> None:
-    """An Altair chart or a Vega-Lite spec dict. Specs come from the project's own chart code, so
+    """An Altair chart or a Vega-Lite spec dict (or a sentence, shown instead). Specs come from the project's own chart code, so
     Altair's JSON-schema validation (much of a page's rerun time) is skipped."""
+    if isinstance(chart, str):          # a sentence in place of a chart that would show nothing
+        st.info(chart)
+        return
     spec = chart if isinstance(chart, dict) else chart.to_dict(validate=False)
     if "autosize" not in spec and "facet" not in spec:
         # The height is the plot's: with Streamlit's default ("fit") the title, axes and legends are

@@ -62,14 +62,23 @@ def diagnostics(groups: dict[str, Sequence[pd.DataFrame]], show_runs: bool, **kw
     ]
 
 
+def zero_or_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: str, **kw):
+    """band_chart of column, or, when every run's column is 0 at every iteration, a sentence saying
+    so (a flat line at 0 with ±0.00005 ticks says nothing a reader can use)."""
+    if all((h[column] == 0).all() for hists in groups.values() for h in hists):
+        n = sum(len(hists) for hists in groups.values())
+        return (f"**{title}**: 0 at every iteration of all {n} runs: no sample was clipped this way.")
+    return band_chart(groups, column, title, **kw)
+
+
 def more_diagnostics(groups: dict[str, Sequence[pd.DataFrame]], show_runs: bool, **kw) -> None:
     """Clip fractions, the KL estimate the loss uses next to the exact batch KL, gradient norm."""
     with st.expander("More diagnostics: clipping, the KL estimate, gradient norm"):
         show_grid([
-            band_chart(groups, "clip_frac_low", "Clipped low: A < 0 and ratio < 1 - ε",
-                       y_title="fraction of samples", show_runs=show_runs, **kw),
-            band_chart(groups, "clip_frac_high", "Clipped high: A > 0 and ratio > 1 + ε_high",
-                       y_title="fraction of samples", show_runs=show_runs, **kw),
+            zero_or_chart(groups, "clip_frac_low", "Clipped low: A < 0 and ratio < 1 - ε",
+                          y_title="fraction of samples", show_runs=show_runs, **kw),
+            zero_or_chart(groups, "clip_frac_high", "Clipped high: A > 0 and ratio > 1 + ε_high",
+                          y_title="fraction of samples", show_runs=show_runs, **kw),
             band_chart(groups, "kl_estimate", "KL as the loss estimates it (chosen estimator)",
                        y_title="KL (nats)", show_runs=show_runs, **kw),
             band_chart(groups, "batch_kl", "KL to the current reference, exact, on the batch's contexts",
