@@ -56,6 +56,10 @@ def test_live_controls_step_and_reset(grpo_page):
     at.button(key="grpo_step").click().run()
     assert live_iteration(at) == 20
     charts_while_live = len(at.get("vega_lite_chart"))
+    live_specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    live_specs = [s for s in live_specs if any(l.get("encoding", {}).get("x", {}).get("scale", {}).get("domain")
+                                               == [0, 60] for l in s.get("layer", []))]
+    assert len(live_specs) == 4          # the live charts' x axis is the whole run (60 iterations) from the start
     at.button(key="grpo_reset").click().run()
     ok(at)
     assert live_iteration(at) == 0

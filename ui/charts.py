@@ -100,13 +100,15 @@ def faint_band(history: pd.DataFrame, column: str, x: str = "iteration", window:
 def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: str, *,
                y_title: str | None = None, x: str = "iteration", rules: dict[str, float] | None = None,
                show_runs: bool = False, faint: tuple[str, pd.DataFrame, str] | None = None,
-               window: int = 1, colors: Sequence[str] | None = None, height: int = CHART_HEIGHT):
+               window: int = 1, colors: Sequence[str] | None = None, height: int = CHART_HEIGHT,
+               x_max: float | None = None):
     """Mean line and 10th-90th percentile band of history[column] over each group's runs, as a
     Vega-Lite spec (dict). Cached on its arguments (histories hashed by content), so a page's
     rerun with unchanged results rebuilds no chart: most of a cached rerun's time was Altair.
 
     groups {label: [history]}; rules {label: y} dashed reference lines; faint = (label, history,
-    its column): one extra thin grey line (e.g. the notebook's noisy metric); window: rolling mean.
+    its column): one extra thin grey line (e.g. the notebook's noisy metric); window: rolling mean;
+    x_max fixes the x axis to [0, x_max] (a live run's total).
     """
     colors = list(colors or PALETTE)[:len(groups)]
     domain, rng = list(groups), list(colors)
@@ -136,7 +138,9 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
     pad = 0.06 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-3)
     y_scale = alt.Scale(domain=[lo - pad, hi + pad], zero=False, nice=False)
     y_title = y_title or column
-    xq = alt.X(f"{x}:Q", title=_x_title(x))
+    # x_max: a live run's last iteration, so the axis stays put and the curve, not the frame, moves.
+    xq = alt.X(f"{x}:Q", title=_x_title(x),
+               scale=alt.Scale(domain=[0, x_max], nice=False) if x_max else alt.Undefined)
     layers = []
     if faint is not None:
         # The noisy metric as a light band (its rolling 10th-90th percentile) around its rolling

@@ -114,14 +114,14 @@ def watch_section(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig
         if done:
             results = run.results()
             runs = {f"{name}, live ({len(results)} seeds)": [r.history for r in results]}
+            fixed = dict(colors=[color], x_max=total)    # the x axis is the whole run from the first frame
             charts.show_grid([
                 charts.band_chart(runs, "true_reward", "Expected true reward, exact", y_title="true reward",
-                                  rules=views.reward_rules(up), colors=[color]),
-                charts.band_chart(runs, second[0], second[1], y_title=second[2], colors=[color]),
+                                  rules=views.reward_rules(up), **fixed),
+                charts.band_chart(runs, second[0], second[1], y_title=second[2], **fixed),
                 charts.band_chart(runs, "kl_ref", "KL(policy ‖ SFT reference), exact", y_title="KL (nats)",
-                                  colors=[color]),
-                charts.band_chart(runs, "entropy", "Policy entropy, exact", y_title="entropy (nats)",
-                                  colors=[color])])
+                                  **fixed),
+                charts.band_chart(runs, "entropy", "Policy entropy, exact", y_title="entropy (nats)", **fixed)])
             policy = results[0].final_logp.exp().numpy()
         else:
             st.info("Press Play (or Step) to train from the SFT policy and watch it learn.")
