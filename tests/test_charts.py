@@ -43,3 +43,11 @@ def test_an_all_zero_clip_fraction_is_said_in_words():
     assert text == "**Clipped low**: 0 at every iteration of all 2 runs: no sample was clipped this way."
     some = flat.assign(clip_frac_low=[0.0] * 49 + [0.01])
     assert isinstance(zero_or_chart({"GRPO": [flat, some]}, "clip_frac_low", "Clipped low"), dict)
+
+
+def test_coinciding_estimators_are_found_from_the_values():
+    from ui.lab import coinciding
+    df = pd.DataFrame([{"group_size": g, "estimator": e, "cosine": v}
+                       for g in (2, 4) for e, v in (("grpo", 0.1 * g), ("dr_grpo", 0.3), ("rloo", 0.3),
+                                                    ("none", 0.05 * g))])
+    assert coinciding(df, ["grpo", "dr_grpo", "rloo", "none"]) == [["dr_grpo", "rloo"]]

@@ -142,3 +142,14 @@ def test_compare_notice_names_contexts_as_contexts(upstream):
     assert f"in context {wrong[0]} the reward model's top token is not the correct one" in text or \
         f"in contexts {', '.join(map(str, wrong))} the reward model's" in text
     assert "correct one (" not in text
+
+
+@pytest.mark.slow
+def test_gradient_noise_says_which_estimators_coincide():
+    from ui.lab import coinciding
+    at = run("9_Gradient_noise.py", {"noise_draws": 16})
+    assert not at.exception
+    notes = [i.value for i in at.info if "coincide" in i.value]
+    assert len(notes) == 1 and "differ only in scale" in notes[0]
+    for name in ("dr_grpo", "rloo", "batch_std"):       # the cosine ignores scale: these three are one direction
+        assert name in notes[0]

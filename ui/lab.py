@@ -338,6 +338,20 @@ def gradient_noise(up: Upstream, reward: str, group_sizes: Sequence[int], estima
                   _up=up)
 
 
+def coinciding(df: pd.DataFrame, estimators: Sequence[str], column: str = "cosine") -> list[list[str]]:
+    """Groups (of two or more) of estimators whose column is the same at every G, to 1e-9."""
+    wide = df.pivot(index="group_size", columns="estimator", values=column)
+    groups: list[list[str]] = []
+    for e in estimators:
+        for g in groups:
+            if np.allclose(wide[e], wide[g[0]], atol=1e-9, rtol=0):
+                g.append(e)
+                break
+        else:
+            groups.append([e])
+    return [g for g in groups if len(g) > 1]
+
+
 @chart_spec
 def noise_chart(df: pd.DataFrame, estimators: Sequence[str], column: str, title: str, y_title: str,
                 subtitle: str = "", error: str | None = None):
@@ -355,10 +369,14 @@ def noise_chart(df: pd.DataFrame, estimators: Sequence[str], column: str, title:
     tips = ["estimator:N", alt.Tooltip("group_size:Q", title="G"), alt.Tooltip("y:Q", title=y_title, format=".3f")]
     if error:
         tips.append(alt.Tooltip(f"{error}:Q", format=".3f"))
-    layers = [alt.Chart(d).mark_line(point=True, strokeWidth=2).encode(
-        x=x, y=alt.Y("y:Q", title=y_title, scale=alt.Scale(domain=[0, 1]) if error else alt.Scale(zero=False)),
-        color=color, tooltip=tips)]
+    # Coinciding estimators stay visible: each has its own point shape and dash pattern.
+    shape = alt.Shape("estimator:N", sort=order, scale=alt.Scale(domain=order, range=RUN_SHAPES[:len(order)]))
+    dash = alt.StrokeDash("estimator:N", sort=order, scale=alt.Scale(domain=order, range=RUN_DASHES[:len(order)]))
+    y = alt.Y("y:Q", title=y_title, scale=alt.Scale(domain=[0, 1]) if error else alt.Scale(zero=False))
+    layers = [alt.Chart(d).mark_line(strokeWidth=2).encode(x=x, y=y, color=color, strokeDash=dash),
+              alt.Chart(d).mark_point(filled=True, size=60).encode(x=x, y=y, color=color, shape=shape,
+                                                                   tooltip=tips)]
     if error:
-        layers.insert(0, alt.Chart(d).mark_rule(strokeWidth=1.3, opacity=0.6).encode(
+        layers.insert(0, alt.Chart(d).mark_rule(strokeWidth=1, opacity=0.35).encode(
             x=x, y="lo:Q", y2="hi:Q", color=color))
     return alt.layer(*layers).properties(title=chart_title(title, subtitle), height=CHART_HEIGHT)
