@@ -103,7 +103,7 @@ def test_grpo_changed_settings():
     at.checkbox(key="grpo_show_runs").check()
     at.run(timeout=TIMEOUT)
     ok(at)
-    assert len(charts(at)) == 13
+    assert n_shown(at) == 13
     assert at.metric[0].label == "final true reward (mean of 2)"
     assert at.selectbox(key="grpo_view_seed").options == ["0", "1"]
 
