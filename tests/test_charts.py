@@ -51,3 +51,22 @@ def test_coinciding_estimators_are_found_from_the_values():
                        for g in (2, 4) for e, v in (("grpo", 0.1 * g), ("dr_grpo", 0.3), ("rloo", 0.3),
                                                     ("none", 0.05 * g))])
     assert coinciding(df, ["grpo", "dr_grpo", "rloo", "none"]) == [["dr_grpo", "rloo"]]
+
+
+def test_a_live_charts_y_range_grows_a_few_times_and_never_shrinks():
+    """A curve rising from 0 to 1 over 200 frames: the held range always contains the curve so
+    far, never shrinks, changes only a handful of times, and stays at or above 0 (non-negative
+    values such as KL)."""
+    from ui.charts import grow_range
+    curve = np.linspace(0.0, 1.0, 200) ** 0.5
+    held, changes = None, 0
+    for t in range(1, len(curve) + 1):
+        new = grow_range(held, curve[:t])
+        if held is not None:
+            assert new[0] <= held[0] and new[1] >= held[1]          # never shrinks
+        assert new[0] <= curve[:t].min() and curve[:t].max() <= new[1]
+        changes += new != held
+        held = new
+    assert held[0] == 0.0
+    assert changes <= 12, changes
+    assert grow_range((0.2, 0.4), [0.25, 0.3]) == (0.2, 0.4)       # inside: the frame stays put

@@ -96,19 +96,44 @@ def faint_band(history: pd.DataFrame, column: str, x: str = "iteration", window:
                          "lo": rolling.quantile(0.1).to_numpy(), "hi": rolling.quantile(0.9).to_numpy()})
 
 
+def grow_range(held: tuple[float, float] | None, values: Sequence[float],
+               headroom: float = 0.5) -> tuple[float, float]:
+    """The y range a live chart keeps while its run trains.
+
+    `held` (the range shown so far) while it contains every value; otherwise each side the values
+    left is pushed out past them by `headroom` x their span, so the axis changes a handful of times
+    per run instead of every frame, and never shrinks. A range of non-negative values (KL,
+    entropy) does not extend below 0.
+    """
+    vals = np.asarray(values, dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return held if held is not None else (0.0, 1.0)
+    lo, hi = float(vals.min()), float(vals.max())
+    if held is not None and held[0] <= lo and hi <= held[1]:
+        return held
+    span = max(hi - lo, 0.05 * max(abs(lo), abs(hi)), 1e-3)
+    new_lo = lo - headroom * span if held is None or lo < held[0] else held[0]
+    new_hi = hi + headroom * span if held is None or hi > held[1] else held[1]
+    if lo >= 0:
+        new_lo = max(new_lo, 0.0)
+    return (new_lo, new_hi)
+
+
 @chart_spec
 def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: str, *,
                y_title: str | None = None, x: str = "iteration", rules: dict[str, float] | None = None,
                show_runs: bool = False, faint: tuple[str, pd.DataFrame, str] | None = None,
                window: int = 1, colors: Sequence[str] | None = None, height: int = CHART_HEIGHT,
-               x_max: float | None = None):
+               x_max: float | None = None, y_range: tuple[float, float] | None = None):
     """Mean line and 10th-90th percentile band of history[column] over each group's runs, as a
     Vega-Lite spec (dict). Cached on its arguments (histories hashed by content), so a page's
     rerun with unchanged results rebuilds no chart: most of a cached rerun's time was Altair.
 
     groups {label: [history]}; rules {label: y} dashed reference lines; faint = (label, history,
     its column): one extra thin grey line (e.g. the notebook's noisy metric); window: rolling mean;
-    x_max fixes the x axis to [0, x_max] (a live run's total).
+    x_max fixes the x axis to [0, x_max] (a live run's total); y_range, when given, is the y axis
+    (a live run's held range from grow_range), so the curve moves, not the frame.
     """
     colors = list(colors or PALETTE)[:len(groups)]
     domain, rng = list(groups), list(colors)
@@ -136,7 +161,8 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
     shown = np.concatenate([np.asarray(v, dtype=float) for v in shown])
     lo, hi = float(np.nanmin(shown)), float(np.nanmax(shown))
     pad = 0.06 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-3)
-    y_scale = alt.Scale(domain=[lo - pad, hi + pad], zero=False, nice=False)
+    domain_y = [lo - pad, hi + pad] if y_range is None else [float(y_range[0]), float(y_range[1])]
+    y_scale = alt.Scale(domain=domain_y, zero=False, nice=False)
     y_title = y_title or column
     # x_max: a live run's last iteration, so the axis stays put and the curve, not the frame, moves.
     xq = alt.X(f"{x}:Q", title=_x_title(x),

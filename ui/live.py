@@ -114,14 +114,23 @@ def watch_section(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig
         if done:
             results = run.results()
             runs = {f"{name}, live ({len(results)} seeds)": [r.history for r in results]}
-            fixed = dict(colors=[color], x_max=total)    # the x axis is the whole run from the first frame
+            rules = views.reward_rules(up)
+
+            def axes(column: str, extra: Sequence[float] = ()) -> dict:
+                """The whole run on x from the first frame; on y the range held so far, widened
+                only when the curve leaves it (charts.grow_range)."""
+                values = [*(v for r in results for v in r.history[column].to_numpy()), *extra]
+                run.y_ranges[column] = charts.grow_range(run.y_ranges.get(column), values)
+                return dict(colors=[color], x_max=total, y_range=run.y_ranges[column])
+
             charts.show_grid([
                 charts.band_chart(runs, "true_reward", "Expected true reward, exact", y_title="true reward",
-                                  rules=views.reward_rules(up), **fixed),
-                charts.band_chart(runs, second[0], second[1], y_title=second[2], **fixed),
+                                  rules=rules, **axes("true_reward", rules.values())),
+                charts.band_chart(runs, second[0], second[1], y_title=second[2], **axes(second[0])),
                 charts.band_chart(runs, "kl_ref", "KL(policy ‖ SFT reference), exact", y_title="KL (nats)",
-                                  **fixed),
-                charts.band_chart(runs, "entropy", "Policy entropy, exact", y_title="entropy (nats)", **fixed)])
+                                  **axes("kl_ref", [0.0])),
+                charts.band_chart(runs, "entropy", "Policy entropy, exact", y_title="entropy (nats)",
+                                  **axes("entropy"))])
             policy = results[0].final_logp.exp().numpy()
         else:
             st.info("Press Play (or Step) to train from the SFT policy and watch it learn.")

@@ -190,6 +190,7 @@ class LiveRun:
         self.stored = False         # put in STORE (a finished live run)
         self._done = 0
         self._results: list[RunResult] | None = None
+        self.y_ranges: dict[str, tuple[float, float]] = {}   # the live charts' y axes (charts.grow_range)
 
     @property
     def done(self) -> int:
