@@ -86,12 +86,13 @@ st.markdown(f"With the KL placed differently, exact gradient ascent on E[r_RM] �
             "expected gradients) converges to different policies. The k1 penalty in the reward (PPO-RLHF, "
             "REINFORCE++) targets π_ref·exp(r/β)/Z; the k3 estimator in the loss (GRPO as in DeepSeekMath, TRL) "
             "targets the reverse KL's optimum instead.")
-fixed = land.kl_fixed_points(up, beta)
+fixed = land.kl_placements(up, beta)
 st.dataframe(fixed, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.4f")
                                                     for c in fixed.columns if fixed[c].dtype.kind == "f"})
-k3 = fixed[fixed.placement == "k3_loss"].iloc[0]
-k1r = fixed[fixed.placement == "k1_reward"].iloc[0]
-st.markdown(f"k3 in the loss converges to **{k3['converges to the optimum of']}**'s optimum, "
-            f"{k3['distance to π_ref·exp(r/β)/Z']:.4f} in total variation from π_ref·exp(r/β)/Z, with true reward "
-            f"{k3['true reward']:.4f}; k1 in the reward converges to **{k1r['converges to the optimum of']}**'s, "
-            f"true reward {k1r['true reward']:.4f}.")
+by = fixed.set_index("placement")
+k3, k1r = by.loc["k3_loss"], by.loc["k1_reward"]
+st.markdown(f"k3 in the loss follows the gradient of **{k3['its expected gradient is that of']}** and converges to the "
+            f"{k3['converges to']}: KL {k3['KL(π ‖ π_ref) there']:.4f}, true reward {k3['true reward there']:.4f}. "
+            f"k1 in the reward follows **{k1r['its expected gradient is that of']}** and converges to "
+            f"{k1r['converges to']}: KL {k1r['KL(π ‖ π_ref) there']:.4f}, true reward {k1r['true reward there']:.4f}. "
+            "k1 in the loss has zero expected gradient: it leaves the policy free to chase the reward's argmax.")

@@ -160,33 +160,43 @@ def kl_plane_chart(points: pd.DataFrame, front: pd.DataFrame, label_order: list,
 
 # ---------------------------------------------------------------- which KL each placement optimizes
 
-@st.cache_data(max_entries=16, show_spinner="Solving each KL placement's fixed point…")
-def _fixed_points(problem_cfg, sft_cfg, rm_cfg, beta: float, _up: Upstream) -> pd.DataFrame:
+TARGETS = {"KL(pi || pi_ref)": "π_ref·exp(r/β)/Z (forward KL)", "KL(pi_ref || pi)": "reverse-KL optimum",
+           "nothing (zero on average)": "the reward's argmax (no KL at all)"}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _placements(problem_cfg, sft_cfg, rm_cfg, beta: float, _up: Upstream) -> pd.DataFrame:
     import torch
     ref_logp = _up.sft.logp.double()
     reward, true = _up.rm.scores.double(), _up.problem.true_reward.double()
-    forward_opt = torch.log_softmax(ref_logp + reward / beta, -1)
-    reverse = kl_analysis.fixed_point(reward, ref_logp, beta, "k3_loss")
-    targets = {"KL(π ‖ π_ref)": forward_opt, "KL(π_ref ‖ π)": reverse}
+    forward = torch.log_softmax(ref_logp + reward / beta, -1)
+    optima = {"KL(pi || pi_ref)": forward,
+              "KL(pi_ref || pi)": kl_analysis.reverse_kl_optimum(reward, ref_logp, beta),
+              "nothing (zero on average)": torch.log_softmax(reward * 1e6, -1).clamp(min=-700)}
+    # which KL each placement's expected gradient follows, evaluated at a policy away from pi_ref
+    table = kl_analysis.kl_placement_table(forward.float(), ref_logp.float())
     rows = []
-    for placement in ("exact_loss", "k2_loss", "k3_loss", "k1_reward", "k1_loss"):
-        logp = kl_analysis.fixed_point(reward, ref_logp, beta, placement, steps=3000)
-        probs = logp.exp()
-        dist = {name: float((probs - t.exp()).abs().sum(-1).mean() / 2) for name, t in targets.items()}
-        rows.append({"placement": placement, "what it is": kl_analysis.PLACEMENT_HELP[placement],
-                     "converges to the optimum of": min(dist, key=dist.get) if min(dist.values()) < 1e-3
-                     else "neither (the reward's argmax)",
-                     "KL(π ‖ π_ref)": float(kl_analysis.kl_forward(logp, ref_logp).mean()),
-                     "true reward": float((probs * true).sum(-1).mean()),
-                     "distance to π_ref·exp(r/β)/Z": dist["KL(π ‖ π_ref)"],
-                     "distance to the reverse-KL optimum": dist["KL(π_ref ‖ π)"]})
+    for row in table.itertuples():
+        logp = optima.get(row.optimizes)
+        target = TARGETS.get(row.optimizes, row.optimizes)
+        probs = None if logp is None else logp.exp()
+        rows.append({"placement": row.placement, "what it is": row.help,
+                     "its expected gradient is that of": row.optimizes,
+                     "cosine with ∇KL(π‖π_ref)": row.cosine_forward,
+                     "converges to": target,
+                     "KL(π ‖ π_ref) there": float("nan") if probs is None else
+                     float((probs * (logp - ref_logp)).sum(-1).mean()),
+                     "true reward there": float("nan") if probs is None else float((probs * true).sum(-1).mean()),
+                     "reward-model score there": float("nan") if probs is None else
+                     float((probs * reward).sum(-1).mean())})
     return pd.DataFrame(rows)
 
 
-def kl_fixed_points(up: Upstream, beta: float) -> pd.DataFrame:
-    """Per KL placement, where exact expected-gradient ascent on E[r_RM] - beta * KL-term converges
-    (kl.fixed_point), and its total-variation distance to the forward and reverse KL optima."""
-    return _fixed_points(*up.configs, beta, _up=up)
+def kl_placements(up: Upstream, beta: float) -> pd.DataFrame:
+    """Per KL placement: which KL its expected gradient follows (kl.kl_placement_table at the
+    forward optimum, a policy away from pi_ref) and the exact optimum it therefore converges to
+    for E[r_RM] - beta * that KL, with that optimum's KL to SFT, true reward and reward-model score."""
+    return _placements(*up.configs, beta, _up=up)
 
 
 # ---------------------------------------------------------------- sentences computed from the results

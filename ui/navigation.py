@@ -54,6 +54,8 @@ PAGES = (
     Page("pages/9_Gradient_noise.py", "Gradient noise", ":material/explore:",
          "how well one batch's gradient points along the exact policy gradient, for every "
          "advantage estimator and G."),
+    Page("pages/14_Landscape.py", "Landscape", ":material/landscape:",
+         "PPO, REINFORCE, RLOO, GRPO, RLVR and DPO trained side by side: the notebook's table, measured."),
 )
 
 
