@@ -41,7 +41,11 @@ def test_landing():
     text = " ".join(m.value for m in at.markdown)
     assert "DeepSeekMath" in text and "Shao et al., 2024" in text
     n_pages = len(list(Path(__file__).parent.parent.glob("pages/*.py")))
-    assert len(at.main.get("page_link")) == n_pages                 # "The pages", one line each
+    links = at.main.get("page_link")
+    listed = [l for l in links if l.proto.label.startswith("**")]
+    assert len(listed) == n_pages                                   # "The pages", one line each
+    # the PPO and DPO paragraphs link to the measured comparison
+    assert sum(l.proto.page.endswith("14_Landscape.py") for l in links if l not in listed) == 2
     sidebar = [link.proto.label for link in at.sidebar.get("page_link")]
     assert sidebar[0] == "Home" and len(sidebar) == 1 + n_pages     # the navigation: Home, then every page
 
