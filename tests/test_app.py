@@ -45,7 +45,7 @@ def test_landing():
     listed = [l for l in links if l.proto.label.startswith("**")]
     assert len(listed) == n_pages                                   # "The pages", one line each
     # the PPO and DPO paragraphs link to the measured comparison
-    assert sum(l.proto.page.endswith("14_Landscape.py") for l in links if l not in listed) == 2
+    assert sum(l.proto.page == "Landscape" for l in links if l not in listed) == 2
     sidebar = [link.proto.label for link in at.sidebar.get("page_link")]
     assert sidebar[0] == "Home" and len(sidebar) == 1 + n_pages     # the navigation: Home, then every page
 
