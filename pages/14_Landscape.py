@@ -16,7 +16,7 @@ SETTINGS = controls.PageSettings("Landscape", (
                            text=lambda v: f"{v:,}"),
     controls.seeds("land", help=controls.LAB_SEEDS_HELP)))
 navigation.page(SETTINGS)
-st.title("The landscape: PPO, REINFORCE, RLOO, GRPO, RLVR, DPO")
+st.title("The landscape of methods")
 st.markdown("The notebook's comparison table, measured: every method trains from the same SFT policy on the "
             "same task, several seeds each, and every reward below is exact (a sum over the tokens).")
 

@@ -24,8 +24,9 @@ from ui import controls, store
 from ui.charts import PALETTE, chart_spec, chart_title, CHART_HEIGHT
 
 MAX_ENTRIES = 6
-COLORS = dict(zip(("ppo", "reinforce", "rloo", "reinforce_pp", "remax", "grpo", "rlvr", "dpo", "online_dpo"),
-                  [*PALETTE, "#000000"]))
+# one colour per method, none of them the optima's black and grey
+COLORS = {"ppo": "#3056d3", "reinforce": "#e8702a", "rloo": "#1b9e77", "reinforce_pp": "#b8336a",
+          "remax": "#7570b3", "grpo": "#66a61e", "rlvr": "#a6761d", "dpo": "#d62728", "online_dpo": "#17becf"}
 
 
 def _nbytes(results: Sequence[LandscapeResult]) -> int:
@@ -59,11 +60,11 @@ def train(up: Upstream, methods: Sequence[str], seeds: int, responses: int) -> L
 # ---------------------------------------------------------------- the table
 
 TABLE_COLUMNS = {
-    "label": "method", "reward_source": "reward source", "advantage": "advantage", "online": "online?",
-    "networks": "networks in memory", "trained_params": "parameters trained",
+    "label": "method", "true_reward": "final true reward", "band": "10th–90th pct", "kl": "KL to SFT",
+    "to_90": "responses to 90% of gain", "reward_source": "reward source", "advantage": "advantage",
+    "online": "online?", "networks": "networks in memory", "trained_params": "parameters trained",
     "responses_per_iteration": "responses / iteration", "reward_queries": "reward queries / iteration",
-    "seconds_per_1000": "s per 1,000 responses", "true_reward": "final true reward",
-    "band": "10th–90th pct", "kl": "KL to SFT", "to_90": "responses to 90% of gain",
+    "seconds_per_1000": "s per 1,000 responses",
 }
 
 
@@ -141,7 +142,7 @@ def kl_plane_chart(points: pd.DataFrame, front: pd.DataFrame, label_order: list,
         tooltip=["series:N", alt.Tooltip("beta:Q", format=".4g"), alt.Tooltip("kl:Q", format=".3f"),
                  alt.Tooltip("true_reward:Q", format=".3f")])
     pts = points.assign(series=points.method)
-    dots = alt.Chart(pts).mark_circle(size=30, opacity=0.45).encode(x=x, y=y, color=color)
+    dots = alt.Chart(pts).mark_circle(size=30, opacity=0.5).encode(x=x, y=y, color=color)
     means = pts.groupby("series", as_index=False)[["kl", "true_reward"]].mean()
     diamonds = alt.Chart(means).mark_point(shape="diamond", size=140, filled=True, stroke="black",
                                            strokeWidth=0.6).encode(
@@ -241,7 +242,7 @@ def when_to_use(t: pd.DataFrame, sft: float) -> list[tuple[str, str, str]]:
                      f"{other.label} on the reward model ({rlvr.true_reward - other.true_reward:+.3f}), with "
                      f"{int(rlvr.networks)} networks instead of {int(other.networks)}; "
                      + ("the advice holds here." if wins else
-                        "at this budget the advice does not hold: the reward model's denser signal wins.")))
+                        "at this budget the advice does not hold on this task.")))
     else:
         rows.append(("A verifier is available", "RLVR", "Add GRPO + RLVR and PPO or GRPO to measure this."))
     online = t[t.online & t.to_90.notna()]
