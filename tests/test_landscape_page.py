@@ -106,3 +106,34 @@ def test_reverse_kl_optimum_is_a_fixed_point(upstream):
     assert float(grad.abs().max()) < 1e-9
     forward = torch.log_softmax(ref + r / beta, -1)
     assert float((forward.exp() - probs).abs().sum(-1).mean()) > 1e-3     # a different policy
+
+
+def test_ppo_rows_match_the_results(upstream):
+    """With PPO trained, the verifier row compares RLVR with PPO and the quality row PPO with GRPO."""
+    methods = ["ppo", "grpo", "rlvr"]
+    at = AppTest.from_file(PAGE, default_timeout=600)
+    at.session_state["land_methods"] = methods
+    at.session_state["land_seeds"] = 2
+    at.session_state["land_responses"] = 1000
+    at.run()
+    assert not at.exception, at.exception
+    table = measured_table(landscape(methods, 2, 1000, up=upstream)).set_index("method")
+    ppo, grpo, rlvr = table.loc["ppo"], table.loc["grpo"], table.loc["rlvr"]
+    measured = dict(zip(at.table[0].value["situation"], at.table[0].value["measured here"]))
+    assert f"against {ppo.true_reward:.3f} for PPO (RLHF)" in measured["A verifier is available"]
+    quality = measured["Maximum quality, resources available"]
+    assert f"PPO ends at {ppo.true_reward:.3f} with 4 networks, GRPO at {grpo.true_reward:.3f} with 3" in quality
+    assert ("does not hold" in quality) == (ppo.true_reward <= grpo.true_reward)
+    assert "Add DPO and GRPO" in measured["Offline preference pairs only"]
+
+
+def test_bad_url_settings_get_a_notice():
+    at = AppTest.from_file(PAGE, default_timeout=600)
+    at.query_params["land_methods"] = ["grpo", "bogus"]
+    at.query_params["land_seeds"] = "500"
+    at.query_params["land_responses"] = "1000"
+    at.run()
+    assert not at.exception, at.exception
+    notice = at.warning[0].value
+    assert "land_methods" in notice and "land_seeds=500 is out of range" in notice
+    assert at.session_state["land_methods"] == ["grpo"] and at.session_state["land_seeds"] == 64
