@@ -70,10 +70,14 @@ charts.show(land.kl_plane_chart(points, front, [METHODS[m].label for m in method
 gaps = {METHODS[m].label: land.optimum_at(front, "true reward", row.kl) - row.true_reward
         for m, row in zip(table.method, table.itertuples())}
 closest = min(gaps, key=gaps.get)
+above = [METHODS[m].label for m, row in zip(table.method, table.itertuples())
+         if row.true_reward > land.optimum_at(front, "reward model", row.kl)]
 st.markdown(f"No policy at a given KL can beat the solid line. **{closest}** ends closest to it: "
             f"{gaps[closest]:.3f} below the optimum of the true reward at its own KL; the farthest, "
-            f"**{max(gaps, key=gaps.get)}**, is {max(gaps.values()):.3f} below. Methods trained on the reward "
-            "model can at best reach the dashed line, the optimum of the reward model.")
+            f"**{max(gaps, key=gaps.get)}**, is {max(gaps.values()):.3f} below. The dashed line is the true reward "
+            "of the reward model's exact optimum: what perfectly optimizing the reward model would give at each KL. "
+            f"{len(above)} of {len(gaps)} methods end above it"
+            + (f" ({', '.join(above)})" if above else "") + ".")
 
 st.header("When to use what")
 st.table({"situation": [r[0] for r in land.when_to_use(table, res.sft)],

@@ -81,6 +81,9 @@ def test_kl_plane_sentence_matches_the_optimum(page, upstream):
     closest = min(gaps, key=gaps.get)
     text = [m.value for m in at.markdown if "ends closest" in m.value][0]
     assert f"**{closest}** ends closest to it: {gaps[closest]:.3f} below" in text
+    above = [row.label for row in table.itertuples()
+             if row.true_reward > land.optimum_at(front, "reward model", row.kl)]
+    assert f"{len(above)} of {len(table)} methods end above it" in text
 
 
 def test_kl_placements_name_their_targets(page, upstream):
