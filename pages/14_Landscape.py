@@ -1,4 +1,5 @@
 """Landscape: every method of the notebook's comparison table, trained side by side and measured."""
+import pandas as pd
 import streamlit as st
 
 from grpo_core import GRPOConfig
@@ -80,9 +81,8 @@ st.markdown(f"No policy at a given KL can beat the solid line. **{closest}** end
             + (f" ({', '.join(above)})" if above else "") + ".")
 
 st.header("When to use what")
-st.table({"situation": [r[0] for r in land.when_to_use(table, res.sft)],
-          "the notebook's advice": [r[1] for r in land.when_to_use(table, res.sft)],
-          "measured here": [r[2] for r in land.when_to_use(table, res.sft)]})
+rows = land.when_to_use(table, res.sft)
+st.table(pd.DataFrame(rows, columns=["situation", "the notebook's advice", "measured here"]).set_index("situation"))
 
 st.header("Which KL does each method really optimize?")
 beta = GRPOConfig().kl_coef
@@ -91,6 +91,7 @@ st.markdown(f"With the KL placed differently, exact gradient ascent on E[r_RM] �
             "REINFORCE++) targets π_ref·exp(r/β)/Z; the k3 estimator in the loss (GRPO as in DeepSeekMath, TRL) "
             "targets the reverse KL's optimum instead.")
 fixed = land.kl_placements(up, beta)
+fixed = fixed[[c for c in fixed.columns if c != "what it is"] + ["what it is"]]
 st.dataframe(fixed, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.4f")
                                                     for c in fixed.columns if fixed[c].dtype.kind == "f"})
 by = fixed.set_index("placement")

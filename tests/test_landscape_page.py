@@ -58,8 +58,7 @@ def test_winner_sentence_matches_the_results(page):
 
 def test_when_to_use_rows_match_the_results(page):
     at, res, table = page
-    rows = at.table[0].value
-    measured = dict(zip(rows["situation"], rows["measured here"]))
+    measured = at.table[0].value["measured here"].to_dict()
     by = table.set_index("method")
     dpo, grpo, rlvr = by.loc["dpo"], by.loc["grpo"], by.loc["rlvr"]
     offline = measured["Offline preference pairs only"]
@@ -122,7 +121,7 @@ def test_ppo_rows_match_the_results(upstream):
     assert not at.exception, at.exception
     table = measured_table(landscape(methods, 2, 1000, up=upstream)).set_index("method")
     ppo, grpo, rlvr = table.loc["ppo"], table.loc["grpo"], table.loc["rlvr"]
-    measured = dict(zip(at.table[0].value["situation"], at.table[0].value["measured here"]))
+    measured = at.table[0].value["measured here"].to_dict()
     assert f"against {ppo.true_reward:.3f} for PPO (RLHF)" in measured["A verifier is available"]
     quality = measured["Maximum quality, resources available"]
     assert f"PPO ends at {ppo.true_reward:.3f} with 4 networks, GRPO at {grpo.true_reward:.3f} with 3" in quality
