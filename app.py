@@ -1,13 +1,32 @@
 """The GRPO explorer: landing page. Run with `streamlit run app.py`."""
 import streamlit as st
 
-from ui import controls, navigation
+from grpo_core import GRPOConfig, seed_configs
+from ui import charts, controls, navigation, store, views
+
+# The first screen: what the app does (one real run) and where to start; the theory comes below.
+FIRST_RUN_ITERATIONS, FIRST_RUN_SEEDS = 200, 4      # the Guided tour's GRPO runs: trained once, shared
 
 navigation.page(controls.PageSettings("Home"))
 st.title("The GRPO explorer")
 st.markdown(
     "Train **Group Relative Policy Optimization** yourself on a toy language-model task small "
     "enough that every expectation is exact, and see what each knob does.")
+
+picture, start = st.columns([3, 2], gap="large")
+with start:
+    st.subheader("Where to start")
+    st.page_link("pages/0_Guided_tour.py", label="**New to GRPO? Take the Guided tour**", icon=":material/school:")
+    st.caption("Six short experiments: predict each result, then reveal it.")
+    st.page_link("pages/2_GRPO.py", label="**Know GRPO? Train it**", icon=":material/model_training:")
+    st.caption("Every knob, many seeds at once, and a live view of it training.")
+    st.caption("Every page is in the sidebar, and listed with a line each at the end of this page.")
+with picture:
+    up = store.stored_upstream()
+    runs = store.train(up, seed_configs(GRPOConfig(iterations=FIRST_RUN_ITERATIONS), FIRST_RUN_SEEDS))
+    charts.show(charts.band_chart({f"GRPO ({FIRST_RUN_SEEDS} seeds)": [r.history for r in runs]},
+                                  "true_reward", "What you will see: GRPO raising the true reward",
+                                  y_title="true reward", rules=views.reward_rules(up), height=200))
 
 st.header("GRPO in one paragraph")
 st.markdown(

@@ -116,6 +116,8 @@ def _rss_mb(field: str) -> float | None:
 def _measure_request(name: str) -> dict:
     """In this (fresh) process: build the upstream, reset the peak RSS, train the request.
     Returns rss_before_mb, peak_mb and added_mb (peak - before)."""
+    import torch
+    torch.set_num_threads(1)  # as the app and the CLI run
     problem, runs = PEAK_REQUESTS[name]
     up = build_upstream(ProblemConfig(**problem))
     configs = [GRPOConfig(**run).replace(seed=i % 64) for i, run in enumerate(runs)]

@@ -43,6 +43,7 @@ from .sft import SFTResult, sft_policy
 MAX_CHUNK = 64
 DRAW_BYTES = 16 * 2**20
 RECORD_BYTES = 8 * 2**20
+TRY_BYTES = 8 * 2**20    # dynamic sampling: bytes of one int64 (E, P, G) tensor per block of tries
 
 
 @dataclass(frozen=True)
@@ -391,9 +392,9 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
 
     logp (E, C, V); prompts (K, E, P) and u (K, E, P, G) the members' draws for K tries per slot.
     With dynamic sampling (K > 1), a slot takes its first try whose rewards are not all equal, or
-    its last allowed try. With the KL placed in the reward, r <- r - beta * k(v) (exact: KL_c).
-    Tries are scored one at a time, and only until every slot has chosen, so the temporaries are
-    (E, P, G) whatever K. Returns prompts (E, P), index (E, S), rewards (E, P, G), generated (E,).
+    its last allowed try; tries are scored in blocks of at most TRY_BYTES, and only until every
+    slot has chosen. With the KL placed in the reward, r <- r - beta * k(v) (exact: KL_c).
+    Returns prompts (E, P), index (E, S), rewards (E, P, G), generated (E,).
     """
     n_mem, vocab = logp.shape[0], logp.shape[-1]
     k_max, p_max, g_max = u.shape[0], u.shape[2], u.shape[3]
@@ -405,39 +406,52 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
             log_ratio = log_ratio.expand(n_mem, -1)
         kl_ctx = (probs * (logp - ref_logp)).sum(-1)                        # (E, C)
 
-    def one_try(k: int):
-        """Prompts (E, P), index (E, P, G) and rewards (E, P, G) of try k of every slot."""
-        slot_prompts = prompts[k]
-        tokens = sample_categorical(probs.gather(1, slot_prompts.unsqueeze(-1).expand(-1, -1, vocab)),
-                                    u[k])                                   # (E, P, G)
-        index = slot_prompts.unsqueeze(-1) * vocab + tokens
-        rewards = rewards_cv.gather(1, index.flatten(1))
+    def tries(k0: int, k1: int):
+        """Prompts (k, E, P), index (k, E, P, G) and rewards (k, E, P, G) of tries k0 .. k1 - 1."""
+        slot_prompts = prompts[k0:k1]
+        kb = slot_prompts.shape[0]
+        cond = probs.unsqueeze(0).expand(kb, -1, -1, -1).flatten(0, 1)      # (k E, C, V)
+        flat_prompts = slot_prompts.flatten(0, 1)                           # (k E, P)
+        tokens = sample_categorical(cond.gather(1, flat_prompts.unsqueeze(-1).expand(-1, -1, vocab)),
+                                    u[k0:k1].flatten(0, 1))                 # (k E, P, G)
+        index = (flat_prompts.unsqueeze(-1) * vocab + tokens).view(kb, n_mem, p_max * g_max)
+        rewards = rewards_cv.gather(1, index.transpose(0, 1).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
         if in_reward:
-            k_value, _ = sampled_kl(log_ratio.gather(1, index.flatten(1)), m.reward_k_code.clamp_min(1))
-            exact_value = kl_ctx.gather(1, slot_prompts).unsqueeze(-1).expand(-1, -1, g_max).flatten(1)
+            lr_s = log_ratio.gather(1, index.transpose(0, 1).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
+            k_value, _ = sampled_kl(lr_s, m.reward_k_code.clamp_min(1))
+            exact_value = kl_ctx.gather(1, slot_prompts.transpose(0, 1).flatten(1)).view(
+                n_mem, kb, p_max, 1).expand(-1, -1, -1, g_max).transpose(0, 1).flatten(2)
             k_value = torch.where(m.reward_k_code == 0, exact_value, k_value)
             rewards = rewards - m.beta_reward * k_value
-        return slot_prompts, index, rewards.view(n_mem, p_max, g_max)
+        return slot_prompts, index.view(kb, n_mem, p_max, g_max), rewards.reshape(kb, n_mem, p_max, g_max)
 
-    out_prompts, out_index, out_rewards = one_try(0)
     if k_max == 1:
-        return out_prompts, out_index.flatten(1), out_rewards, m.n_samples.float()
+        slot_prompts, index, rewards = tries(0, 1)
+        return slot_prompts[0], index[0].flatten(1), rewards[0], m.n_samples.float()
+    # Tries are scored a block at a time (the block sized by bytes), and only until every slot
+    # has chosen, so the temporaries stay bounded whatever K.
+    block = max(1, min(k_max, TRY_BYTES // (n_mem * p_max * g_max * 8)))
     last = (m.tries - 1).view(-1, 1)                                        # (E, 1)
-    choice = torch.zeros(n_mem, p_max, dtype=torch.long)
     done = ~m.valid_p                                                       # slots with no samples
-    for k in range(k_max):
-        if k:
-            slot_prompts, index, rewards = one_try(k)
-        else:
-            slot_prompts, index, rewards = out_prompts, out_index, out_rewards
+    choice = torch.zeros(n_mem, p_max, dtype=torch.long)
+    out_prompts = torch.zeros(n_mem, p_max, dtype=torch.long)
+    out_index = torch.zeros(n_mem, p_max, g_max, dtype=torch.long)
+    out_rewards = torch.zeros(n_mem, p_max, g_max)
+    for k0 in range(0, k_max, block):
+        k1 = min(k0 + block, k_max)
+        slot_prompts, index, rewards = tries(k0, k1)
         hi = torch.where(m.valid, rewards, -torch.inf).amax(-1)
         lo = torch.where(m.valid, rewards, torch.inf).amin(-1)
-        take = ~done & (k <= last) & ((hi > lo) | (k == last))                # (E, P)
-        if k:
-            out_prompts = torch.where(take, slot_prompts, out_prompts)
-            out_index = torch.where(take.unsqueeze(-1), index, out_index)
-            out_rewards = torch.where(take.unsqueeze(-1), rewards, out_rewards)
-        choice = torch.where(take, k, choice)
+        k = torch.arange(k0, k1).view(-1, 1, 1)
+        ok = (k <= last) & ((hi > lo) | (k == last))                        # (k, E, P)
+        first = ok.int().argmax(0)                                          # (E, P)
+        take = ~done & ok.any(0)
+        pick = lambda t: t.gather(0, first.view(1, n_mem, p_max, *([1] * (t.dim() - 3))).expand(
+            1, *t.shape[1:])).squeeze(0)
+        out_prompts = torch.where(take, pick(slot_prompts), out_prompts)
+        out_index = torch.where(take.unsqueeze(-1), pick(index), out_index)
+        out_rewards = torch.where(take.unsqueeze(-1), pick(rewards), out_rewards)
+        choice = torch.where(take, k0 + first, choice)
         done = done | take
         if bool(done.all()):
             break

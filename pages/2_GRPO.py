@@ -29,8 +29,9 @@ charts.show_grid([
                   show_runs=show_runs, faint=(f"one group, seed {cfg.seed} (notebook's metric)",
                                               results[0].history, "first_group_reward")),
 ])
-st.caption("The notebook tracks the reward of a single sampled group per iteration (grey), which is "
-           "mostly sampling noise; the lines here are exact expectations over all tokens.")
+st.caption("The notebook tracks the reward of a single sampled group per iteration (grey: the band "
+           "its values fill and their rolling mean, dashed), which is mostly sampling noise around the "
+           "exact line; the blue line is the exact expectation over all tokens.")
 charts.show_grid(views.diagnostics(runs, show_runs))
 views.more_diagnostics(runs, show_runs)
 

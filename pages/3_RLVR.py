@@ -33,8 +33,9 @@ charts.show_grid([
     charts.band_chart(runs, "true_reward", "Expected true reward, exact", y_title="true reward",
                   rules=views.reward_rules(up), show_runs=show_runs, colors=colors),
 ])
-st.caption("The notebook plots the fraction of correct samples in each batch (grey): an unbiased "
-           "but noisy estimate of the exact accuracy drawn as the line.")
+st.caption("The notebook plots the fraction of correct samples in each batch (grey: the band its "
+           "values fill and their rolling mean, dashed): an unbiased but noisy estimate of the exact "
+           "accuracy drawn as the line.")
 charts.show_grid(views.diagnostics(runs, show_runs, colors=colors))
 views.more_diagnostics(runs, show_runs, colors=colors)
 

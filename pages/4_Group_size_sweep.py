@@ -63,4 +63,5 @@ charts.show_grid([
 st.header("Every run")
 views.pick_a_run(views.final_table(results, up, with_g=True), results, up, "sweep_table", x=x_axis)
 
-live.share_link()
+live.share_link(values={**live.upstream_values(up), **live.run_values("sweep", cfg, n_seeds),
+                        "sweep_group_sizes": group_sizes, "sweep_x": x_axis, "sweep_window": window})

@@ -36,4 +36,5 @@ st.caption("Exact expected true reward of each final policy. Spread: min – max
 st.header("Per seed")
 views.pick_a_run(views.seed_table({"GRPO": grpo, "RLVR": rlvr}, up), grpo + rlvr, up, "compare_table")
 
-live.share_link(live.SETTINGS)
+live.share_link(live.SETTINGS, {**live.upstream_values(up), **live.run_values("grpo", grpo_cfg, grpo_seeds),
+                                 **live.run_values("rlvr", rlvr_cfg, rlvr_seeds)})

@@ -53,6 +53,9 @@ st.markdown(
 table = lab.effective_beta_table(by_coef, up, frontier)
 st.subheader("Which β GRPO really optimizes")
 st.dataframe(table, hide_index=True, column_config=views.number_formats(table))
+st.caption("Per KL coefficient β, means over seeds: the final KL, true and reward-model rewards; the "
+           "peak true reward and the iteration it came at; the β whose exact optimum π* has the same "
+           "KL, the configured β divided by it, and that optimum's true reward.")
 sigma = lab.reward_std(up)
 st.markdown(
     f"GRPO divides each group's rewards by their standard deviation, so β weighs the KL against "

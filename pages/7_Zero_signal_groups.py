@@ -51,7 +51,7 @@ samples = {name: sum(r.history.samples.iloc[-1] / len(r.history) for r in runs) 
            for name, runs in (("plain", plain), ("dynamic", redrawn))}
 cols = st.columns(4)
 cols[0].metric("silent groups at the start", f"{start_plain:.3f}",
-               help=f"Exact, G = {cfg.group_size}: the mean over contexts of p^G + (1-p)^G for the SFT policy.")
+               help=f"Exact, G = {cfg.group_size}: the mean over contexts of $p^G + (1-p)^G$ for the SFT policy.")
 cols[1].metric(f"… with up to {redraws} redraws", f"{start_dyn:.4f}",
                help="Exact: a kept group is silent only if every try was, f^(redraws + 1), with f "
                     "the value on the left (each try draws a fresh prompt).")
@@ -77,10 +77,10 @@ charts.show_grid([
                   x="samples", colors=colors[:2], rules={"SFT start": views.reference(up)["correct_prob"]}),
 ])
 st.markdown(
-    "The measured fractions start at the exact value and climbs as the policy becomes sure of "
-    "itself. The grey line (bound from p̄) uses only the mean accuracy p̄, which the history records: "
-    "p̄^G + (1 − p̄)^G. Since p^G + (1 − p)^G is convex in p, it underestimates the mean over "
-    "contexts: loosely while the contexts differ, tightly once they all approach p = 1. Dynamic "
+    "The measured fractions start at the exact value and climb as the policy becomes sure of "
+    "itself. The grey line (bound from $\\bar p$) uses only the mean accuracy $\\bar p$, which the history "
+    "records: $\\bar p^G + (1 - \\bar p)^G$. Since $p^G + (1 - p)^G$ is convex in $p$, it underestimates "
+    "the mean over contexts: loosely while the contexts differ, tightly once they all approach p = 1. Dynamic "
     "sampling replaces a silent group by a fresh prompt and group (DAPO over-samples prompts and "
     "keeps those with signal), so its batches stay informative and lean towards the prompts that "
     "still teach; the redraws are paid for in samples, so judge it on the right, per sample "

@@ -55,6 +55,12 @@ st.markdown(
     "group mean puts weight on the rare wrong answers and can make the direction worse than no "
     "baseline at all. With small groups, a batch in which every group is silent gives g = 0, "
     "counted as cosine 0.")
+same = lab.coinciding(noise, estimators)
+if same:
+    st.info("On the cosine chart " + "; ".join(" and ".join(g) for g in same)
+            + (" coincide" if len(same) == 1 else " coincide, group by group")
+            + ": they differ only in scale, so their points sit on each other (each has its own shape, "
+              "and they are spread slightly along G).")
 best = noise.groupby("group_size")["cosine"].max()
 leaders = lambda g: " = ".join(noise[(noise.group_size == g) & (noise.cosine >= best[g] - 1e-9)].estimator)
 g_lo, g_hi = min(group_sizes), max(group_sizes)

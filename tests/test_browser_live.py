@@ -96,18 +96,54 @@ def test_play_advances_and_pause_stops(browser, base_url):
         context.close()
 
 
-def test_presentation_mode_hides_the_controls(browser, base_url):
+def test_presentation_mode_keeps_navigation_and_settings(browser, base_url):
+    """Presentation mode starts with the sidebar closed, but a bar at the top moves between pages
+    (staying in presentation mode) and the sidebar's arrow opens the settings; chart text is enlarged."""
     context, page, errors = open_url(browser, f"{base_url}/GRPO?present=1&grpo_iterations=60&grpo_seeds=2")
     try:
         no_exception(page, errors)
         sidebar = page.locator('[data-testid="stSidebar"]')
         leave = page.get_by_role("button", name="✕ Exit presentation mode")
-        expect(sidebar).to_be_hidden(timeout=60_000)
         expect(leave).to_be_visible(timeout=60_000)
+        expect(sidebar.get_by_text("GRPO settings")).not_to_be_in_viewport()      # closed at the start
         wait_for_drawn_charts(page, 1)
+        spec_fonts = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"] text')]
+            .map(t => parseFloat(getComputedStyle(t).fontSize) || parseFloat(t.getAttribute('font-size')) || 0)""")
+        assert max(spec_fonts) >= 20, spec_fonts                                  # titles enlarged
         page.screenshot(path=str(SCREENS / "live_present.png"))
+        page.locator('[data-testid="stExpandSidebarButton"]').first.click()       # the settings
+        expect(sidebar.get_by_text("GRPO settings")).to_be_in_viewport(timeout=30_000)
+        page.locator('[data-testid="stExpandSidebarButton"], [data-testid="stSidebarCollapseButton"] button').last.click()
+        bar = page.locator('[data-testid="stMain"] [data-testid="stPageLink-NavLink"]', has_text="RLVR")
+        bar.first.click()                                                         # another page, still presenting
+        expect(page.locator('[data-testid="stMain"] h1').first).to_contain_text("RLVR", timeout=120_000)
+        expect(page).to_have_url(re.compile(r"present=1"))
+        expect(leave).to_be_visible(timeout=60_000)
         leave.click()
         expect(leave).to_have_count(0, timeout=120_000)      # the page has run again without it
-        expect(sidebar).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_share_link_after_quick_changes(browser, base_url):
+    """Eight quick arrow presses on the group-size slider: once the page settles, the slider, the
+    work caption and the share link all name the same G (the link was once a rerun behind)."""
+    context, page, errors = open_url(browser, f"{base_url}/GRPO?grpo_iterations=40&grpo_seeds=2")
+    try:
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        before = int(slider_value(sidebar, "group size G"))
+        thumb = sidebar.locator('[data-testid="stSlider"]').filter(
+            has=page.get_by_text("group size G", exact=True)).get_by_role("slider")
+        thumb.focus()
+        for _ in range(8):
+            thumb.press("ArrowRight")
+        wanted = before + 8
+        expect(page).to_have_url(re.compile(rf"grpo_group_size={wanted}\b"), timeout=60_000)
+        wait_idle(page)
+        assert slider_value(sidebar, "group size G") == str(wanted)
+        link = page.locator('[data-testid="stCode"]', has_text="grpo_").first
+        expect(link).to_contain_text(f"grpo_group_size={wanted}", timeout=60_000)
+        assert f"grpo_group_size={wanted - 1}" not in link.inner_text()
+        no_exception(page, errors)
     finally:
         context.close()

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 OUT = ROOT / "test-output"
 MAP = AppPage("Hyperparameter_map", "Hyperparameter_map", "Hyperparameter map",
-              ROOT / "pages" / "10_Hyperparameter_map.py")
+              ROOT / "pages" / "15_Hyperparameter_map.py")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_stop_keeps_the_page_usable(browser, base_url):
 
     context, page, _ = open_page(browser, base_url, MAP)
     try:
-        iterations = page.get_by_label("iterations")
+        iterations = page.locator('[data-testid="stSidebar"]').get_by_label("iterations", exact=True)
         iterations.fill("3000")         # 256 runs x 3000 iterations: long enough to stop
         iterations.press("Enter")
         stop = page.get_by_role("button", name="Stop")

@@ -14,7 +14,7 @@ from grpo_core.grid import GridError, make_grid, parse_axis, run_grid
 from ui import maps
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "10_Hyperparameter_map.py")
+PAGE = str(ROOT / "pages" / "15_Hyperparameter_map.py")
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,110 @@ def test_page_bad_range_is_an_error_not_a_traceback():
     at = run_page({**SMALL_STATE, "map_x_lo_lr": 0.05, "map_x_hi_lr": 0.001})
     assert not at.exception
     assert "the low end 0.05 is above the high end 0.001" in at.error[0].value
+
+
+# ---------------------------------------------------------------- the page's declared settings
+
+def url_notices(at: AppTest) -> list[str]:
+    return [line for w in at.warning for line in w.value.split("  \n") if line.startswith("URL setting")]
+
+
+def test_page_declares_its_url_bound_widgets():
+    """The declaration the URL guard and 'Reset to defaults' read names every URL-bound widget."""
+    at = run_page(SMALL_STATE)
+    assert not at.exception, [e.value for e in at.exception]
+    declared = at.session_state["page_settings"]
+    assert declared.title == "Hyperparameter map"
+    keys = {s.key for s in declared.url_settings}
+    bound = {w.key for kind in ("slider", "number_input", "selectbox", "checkbox")
+             for w in at.get(kind) if getattr(w.proto, "query_param_key", "")}
+    assert bound and bound <= keys, bound - keys
+    assert {"map_method", "map_x_field", "map_x_lo_lr", "map_y_hi_kl_coef", "map_seeds",
+            "map_iterations", "map_metric", "grpo_lr", "rlvr_group_size", "problem_seed"} <= keys
+    assert any(b.label == "Reset to defaults" for b in at.button)
+
+
+@pytest.mark.parametrize("query, notice", [
+    ({"map_x_lo_lr": "7"}, "URL setting map_x_lo_lr=7 is out of range"),
+    ({"map_seeds": "99"}, "URL setting map_seeds=99 is out of range"),
+    ({"map_metric": "bogus"}, "URL setting map_metric=bogus is not one of"),
+    ({"map_method": "ppo"}, "URL setting map_method=ppo is not one of"),
+    ({"map_y_count_kl_coef": "abc"}, "URL setting map_y_count_kl_coef=abc is not a number"),
+    ({"grpo_lr": "nan"}, "URL setting grpo_lr=nan is not a finite number"),    # adopted from GRPO
+    ({"problem_seed": "inf"}, "URL setting problem_seed=inf is not a finite number"),   # from Setup
+])
+def test_hand_edited_map_url_gets_a_notice_not_a_crash(query, notice):
+    at = run_page({k: v for k, v in SMALL_STATE.items() if k not in query}, query)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(line.startswith(notice) for line in url_notices(at)), url_notices(at)
+
+
+AXIS_FIELDS = maps.AXIS_FIELDS
+
+
+@pytest.mark.parametrize("x", AXIS_FIELDS)
+def test_every_widget_at_its_extremes_is_one_line(x):
+    """Both axes over their whole range with the most values, the most seeds per cell and the
+    most iterations: the page says in one line what is too much (the work cap, or a cell whose
+    setting the config refuses); it never raises."""
+    y = "lr" if x != "lr" else "kl_coef"
+    query = {"map_x_field": x, "map_y_field": y, "map_seeds": str(maps.MAX_SEEDS), "map_iterations": "5000"}
+    page = maps.page_settings()
+    for axis, field in (("x", x), ("y", y)):
+        lo, hi = page[f"map_{axis}_lo_{field}"], page[f"map_{axis}_hi_{field}"]
+        query.update({f"map_{axis}_lo_{field}": str(lo.lo), f"map_{axis}_hi_{field}": str(hi.hi),
+                      f"map_{axis}_count_{field}": str(maps.MAX_AXIS_VALUES),
+                      f"map_{axis}_log_{field}": "false"})
+    at = run_page({}, query)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not url_notices(at)                          # every value was a valid widget value
+    (error,) = at.error
+    assert "\n" not in error.value.strip(), error.value
+    if x in ("lr", "kl_coef"):       # every cell is a valid run: the map as a whole is too much work
+        assert "over the limit" in error.value, error.value
+    assert not at.get("vega_lite_chart")
+
+
+def test_identical_concurrent_maps_train_once(upstream, monkeypatch):
+    """Two sessions ask for the same map at once: one trains it, the other waits on the map's
+    lock and gets that result; a stopped map is not kept."""
+    import threading
+
+    from ui import store
+
+    waiting, calls = threading.Event(), []
+
+    class Spy(store.ResultStore):
+        def get_or_train(self, key, train, wait=None, keep=store.finished):
+            def spy_wait():
+                waiting.set()
+                if wait:
+                    wait()
+            return super().get_or_train(key, train, spy_wait, keep)
+
+    real_run_grid = maps.run_grid
+
+    def counting_run_grid(*args, **kwargs):
+        calls.append(1)
+        assert waiting.wait(60), "the second request never waited for the first"
+        return real_run_grid(*args, **kwargs)
+
+    monkeypatch.setattr(maps, "MAPS", Spy(max_entries=4, max_bytes=2**24, nbytes=maps.map_nbytes))
+    monkeypatch.setattr(maps, "run_grid", counting_run_grid)
+    grid = make_grid("grpo", parse_axis("lr=1e-3:1e-2:2:log"), parse_axis("kl_coef=0.1:0.1:1"), 1,
+                     iterations=5)
+    results, start = [None, None], threading.Barrier(2)
+
+    def request(i):
+        start.wait()
+        results[i] = maps.train_map(grid, upstream, key=f"map{i}")
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(calls) == 1
+    assert results[0] is not results[1] and results[0].cells.equals(results[1].cells)
+    assert len(results[0].cells) == 2 and not results[0].stopped
+    assert maps.train_map(grid, upstream).cells.equals(results[0].cells) and len(calls) == 1

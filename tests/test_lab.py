@@ -2,6 +2,8 @@
 raise nothing, show no error and draw their charts; and the TRL export expander."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -32,14 +34,20 @@ def test_reward_hacking_defaults_and_fewer_coefficients():
     at = run("6_Reward_hacking.py")
     ok(at, 2)
     table = at.dataframe[0].value
-    assert list(table["KL coefficient β"]) == [0.0, 0.01, 0.05, 0.2, 1.0]
+    assert list(table["β"]) == [0.0, 0.01, 0.05, 0.2, 1.0]
     assert (table["β of the optimum with this KL"] > 0).all()
+    for spec in (json.loads(c.proto.spec) for c in at.get("vega_lite_chart")):
+        runs = [l for l in spec["layer"] if l.get("encoding", {}).get("strokeDash", {}).get("field") == "series"]
+        assert runs, "the β lines are told apart by dash pattern"
+        texts = [l for l in spec["layer"] if l.get("mark", {}).get("type") == "text"
+                 and l["encoding"].get("text", {}).get("field") == "series"]
+        assert texts, "each β line is labelled at its end"
     at.multiselect(key="hack_kl_coefs").set_value([0.05, 1.0])
     at.slider(key="hack_seeds").set_value(2)
     at.number_input(key="hack_iterations").set_value(60).run(timeout=TIMEOUT)
     ok(at, 2)
     table = at.dataframe[0].value
-    assert list(table["KL coefficient β"]) == [0.05, 1.0]
+    assert list(table["β"]) == [0.05, 1.0]
     # a larger KL coefficient keeps the policy closer to SFT
     assert table["final KL"].iloc[1] < table["final KL"].iloc[0]
 
@@ -85,8 +93,7 @@ def test_gradient_noise_defaults_and_verifiable_reward():
 @pytest.mark.parametrize("cfg, unmapped", [
     (GRPOConfig(), {"kl_estimator"}),             # TRL has only k3
     (GRPOConfig(kl_estimator="k3", clip_eps_high=0.28), set()),
-    (RLVRConfig(dynamic_sampling=2, entropy_coef=0.1), {"dynamic_sampling", "entropy_coef", "reward",
-                                                         "kl_estimator"}),
+    (RLVRConfig(dynamic_sampling=2, entropy_coef=0.1), {"dynamic_sampling", "reward", "kl_estimator"}),
 ])
 def test_trl_export_expander(cfg, unmapped):
     def page(cfg_json: str):
@@ -106,3 +113,42 @@ def test_trl_export_expander(cfg, unmapped):
     bullets = " ".join(m.value for m in at.markdown if "No TRL equivalent" in m.value)
     assert all(f"`{name}`" in bullets for name in unmapped)
     assert bool(bullets) == bool(unmapped)
+
+
+@pytest.mark.slow
+def test_zero_signal_formulas_are_rendered_as_maths():
+    import re
+    at = run("7_Zero_signal_groups.py", {"zero_seeds": 2})
+    assert not at.exception
+    prose = " ".join(m.value for m in at.markdown)
+    assert "$\\bar p^G + (1 - \\bar p)^G$" in prose
+    outside_maths = re.sub(r"\$[^$]*\$", "", prose)
+    assert "^G" not in outside_maths and "p̄" not in outside_maths
+
+
+def test_compare_notice_names_contexts_as_contexts(upstream):
+    import pandas as pd
+    from ui.views import compare_notice
+    wrong = [c for c, (t, ok) in enumerate(zip(upstream.rm.scores.argmax(-1).tolist(),
+                                              upstream.problem.correct_token.tolist())) if t != ok]
+    if not wrong:
+        pytest.skip("the default reward model is right everywhere")
+    n = upstream.problem.n_contexts
+    rows = [{"context": str(c), "sft": 0.6, "grpo": 0.5 if c in wrong else 0.7, "rlvr": 0.7, "best": 0.8}
+            for c in range(n)]
+    rows.append({"context": "overall", "sft": 0.6, "grpo": 0.6, "rlvr": 0.7, "best": 0.8})
+    text = compare_notice(pd.DataFrame(rows), upstream)
+    assert f"in context {wrong[0]} the reward model's top token is not the correct one" in text or \
+        f"in contexts {', '.join(map(str, wrong))} the reward model's" in text
+    assert "correct one (" not in text
+
+
+@pytest.mark.slow
+def test_gradient_noise_says_which_estimators_coincide():
+    from ui.lab import coinciding
+    at = run("9_Gradient_noise.py", {"noise_draws": 16})
+    assert not at.exception
+    notes = [i.value for i in at.info if "coincide" in i.value]
+    assert len(notes) == 1 and "differ only in scale" in notes[0]
+    for name in ("dr_grpo", "rloo", "batch_std"):       # the cosine ignores scale: these three are one direction
+        assert name in notes[0]

@@ -3,6 +3,8 @@ configuration, presentation mode and the guided tour; and the background run's S
 from __future__ import annotations
 
 import json
+
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,10 @@ def test_live_controls_step_and_reset(grpo_page):
     at.button(key="grpo_step").click().run()
     assert live_iteration(at) == 20
     charts_while_live = len(at.get("vega_lite_chart"))
+    live_specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    live_specs = [s for s in live_specs if any(l.get("encoding", {}).get("x", {}).get("scale", {}).get("domain")
+                                               == [0, 60] for l in s.get("layer", []))]
+    assert len(live_specs) == 4          # the live charts' x axis is the whole run (60 iterations) from the start
     at.button(key="grpo_reset").click().run()
     ok(at)
     assert live_iteration(at) == 0
@@ -100,12 +106,26 @@ def test_pin_overlay_names_what_differs(grpo_page):
     at.button(key="grpo_pin").click().run()
     ok(at)
     labels = [b.label for b in at.button if b.label.startswith("✕ unpin")]
-    assert labels == ["✕ unpin #1: group_size=8", "✕ unpin #2: group_size=4"]
-    specs = [c.proto.spec for c in at.get("vega_lite_chart")]
-    assert any("Pinned runs" in s and "group_size=4" in s for s in specs)
+    assert labels == ["✕ unpin #1: group size G 8", "✕ unpin #2: group size G 4"]
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    pinned = [s for s in specs if "Pinned runs" in json.dumps(s.get("title"))]
+    assert len(pinned) == 2
+    for spec in pinned:       # full height; the legend names runs by number, not by a long label per line
+        assert spec["height"] >= 230 and spec["autosize"]["type"] == "fit-x"   # the height is the plot's
+        assert spec["encoding"]["color"]["scale"]["domain"] == ["#1", "#2"]
+        assert spec["encoding"]["color"]["legend"]["direction"] == "horizontal"
+    listed = " ".join(m.value for m in at.markdown)
+    assert "#1: group size G 8" in listed and "#2: group size G 4" in listed
     at.button(key="grpo_unpin_0").click().run()
     assert [b.label for b in at.button if b.label.startswith("✕ unpin")] == ["✕ unpin #1: GRPO"]
     at.slider(key="grpo_group_size").set_value(8).run()
+
+
+@pytest.mark.slow
+def test_upload_box_states_the_real_limit(grpo_page):
+    label = next(e.proto.label for e in grpo_page.main if getattr(e, "type", "") == "file_uploader")
+    assert "at most 64 KiB" in label
+    assert any("The limit is 64 KiB per file, not the 1MB" in c.value for c in grpo_page.caption)
 
 
 @pytest.mark.slow
@@ -133,6 +153,9 @@ def test_upload_bad_and_good_configuration():
     at.session_state["upload_bytes"] = b"{not json"
     at.run()
     assert len(at.error) == 1 and "file" in at.error[0].value and "JSON" in at.error[0].value
+    at.session_state["upload_bytes"] = b" " * (64 * 1024 + 1)           # over 64 KiB, under Streamlit's 1MB
+    at.run()
+    assert len(at.error) == 1 and "65,537 bytes, over the limit of 64 KiB" in at.error[0].value
     good = {"kind": "grpo", "seeds": 3, "run": {"group_size": 4, "lr": 0.01, "kl_coef": 0.1},
             "problem": {"seed": 7}}
     at.session_state["upload_bytes"] = json.dumps(good).encode()
@@ -244,5 +267,77 @@ def test_pin_labels_name_differences():
             "upstream": {"problem": {"seed": 42}}}
     other = {**base, "config": GRPOConfig(lr=0.01).to_dict()}
     rlvr = {**base, "name": "RLVR"}
-    assert pin_labels([base, other]) == ["#1: lr=0.001", "#2: lr=0.01"]
+    assert pin_labels([base, other]) == ["#1: learning rate 0.001", "#2: learning rate 0.01"]
+    sharper = {**base, "upstream": {"problem": {"seed": 42, "pref_scale": 6.0}}}
+    assert pin_labels([base, sharper]) == ["#1: task preference sharpness –", "#2: task preference sharpness 6"]
     assert pin_labels([base, rlvr]) == ["#1: GRPO", "#2: RLVR"]
+
+
+def share_link_text(at: AppTest) -> str:
+    """The text of the "Copy link to this experiment" box (the page's only URL in a code box)."""
+    return next(c.value for c in at.code if "?" in c.value)
+
+
+@pytest.mark.slow
+def test_share_link_is_the_settings_the_results_were_computed_from():
+    """The link is built from the configs the page trained on, not from the browser's URL, which
+    lags the widgets a rerun behind when they change quickly."""
+    at = AppTest.from_file(str(ROOT / "pages/2_GRPO.py"), default_timeout=TIMEOUT)
+    at.query_params.update({"grpo_iterations": "40", "grpo_seeds": "2", "grpo_group_size": "15"})
+    at.run(timeout=TIMEOUT)
+    ok(at)
+    at.slider(key="grpo_group_size").set_value(16)
+    at.query_params["grpo_group_size"] = "15"      # the URL one change behind, as in a quick browser
+    at.run(timeout=TIMEOUT)
+    ok(at)
+    link = share_link_text(at)
+    assert "grpo_group_size=16" in link and "grpo_group_size=15" not in link, link
+    assert "grpo_iterations=40" in link and "grpo_seeds=2" in link
+
+
+def test_which_is_higher_needs_more_than_the_seeds_spread():
+    from ui.views import which_is_higher
+    assert which_is_higher([0.60, 0.62, 0.59, 0.61], [0.61, 0.60, 0.62, 0.60]) == "same"   # 0.606 vs 0.609
+    assert which_is_higher([0.70, 0.71, 0.69, 0.70], [0.60, 0.61, 0.59, 0.60]) == "a"
+    assert which_is_higher([0.50, 0.51], [0.60, 0.61]) == "b"
+
+
+@pytest.mark.slow
+def test_tour_step_4_verdict_is_computed_from_the_runs(upstream):
+    """Step 4's answer is worked out here from the tour's runs trained outside the app, with the
+    same rule (a difference inside two standard errors of the seeds is "about the same")."""
+    from ui.views import which_is_higher
+    tour = GRPOConfig(iterations=200)
+    results = run_many(upstream, seed_configs(tour, 4) + seed_configs(tour.replace(group_size=2), 4)
+                       + seed_configs(RLVRConfig(iterations=200), 4))
+    g8 = [r.history.true_reward.iloc[-1] for r in results[:4]]
+    g2 = [r.history.true_reward.iloc[-1] for r in results[4:8]]
+    options = ["G = 2", "G = 8", "about the same"]
+    right = options[{"a": 0, "b": 1, "same": 2}[which_is_higher(g2, g8)]]
+    at = app("pages/0_Guided_tour.py")
+    at.radio(key="tour_4_guess").set_value(right).run()
+    at.button(key="tour_4_reveal").click().run()
+    ok(at)
+    assert [e.value for e in at.success] == [f"Your prediction held: {right}."]
+    shown = next(m.value for m in at.markdown if m.value.startswith("Final true reward: G = 2"))
+    assert f"**{np.mean(g2):.3f}**" in shown and f"**{np.mean(g8):.3f}**" in shown
+
+
+@pytest.mark.slow
+def test_settings_set_by_a_callback_set_each_widget_one_way(monkeypatch):
+    """A loaded configuration (or Reset) writes widget values through st.session_state in a
+    callback; the widgets must then come without a default, or Streamlit logs 'created with a
+    default value but also had its value set via the Session State API' (checked only with a
+    runtime, so one is pretended here)."""
+    from streamlit.elements.lib import policies
+    warned = []
+    at = app("pages/2_GRPO.py", {"grpo_iterations": "40", "grpo_seeds": "2"})
+    ok(at)
+    monkeypatch.setattr(policies.runtime, "exists", lambda: True)
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies._LOGGER, "warning", lambda msg, *a, **k: warned.append(msg % a))
+    at.slider(key="grpo_group_size").set_value(4).run()
+    next(b for b in at.button if b.label == "Reset to defaults").click().run(timeout=TIMEOUT)
+    ok(at)
+    assert not warned, warned
+    assert at.slider(key="grpo_group_size").value == 8 and at.number_input(key="grpo_iterations").value == 500

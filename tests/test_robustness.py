@@ -429,7 +429,7 @@ def test_a_bad_combination_of_settings_is_one_line():
 
     at = AppTest.from_function(page, default_timeout=TIMEOUT).run()
     assert not at.exception
-    assert len(at.error) == 1 and at.error[0].value.startswith("**Invalid setting.** group_size")
+    assert len(at.error) == 1 and at.error[0].value.startswith("**Invalid setting.** group size G:")
     assert not at.markdown
 
 

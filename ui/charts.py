@@ -24,7 +24,7 @@ from grpo_core import band
 PALETTE = ["#3056d3", "#e8702a", "#1b9e77", "#b8336a", "#7570b3", "#66a61e", "#a6761d", "#666666"]
 GRPO_COLOR, SFT_COLOR, RLVR_COLOR, TRUE_COLOR = PALETTE[0], PALETTE[1], PALETTE[2], "#9aa0a6"
 FAINT_COLOR = "#a9adb3"
-CHART_HEIGHT = 290
+CHART_HEIGHT = 230        # the plot's own height: titles, axes and legends come on top (show())
 MAX_POINTS = 400          # points per line sent to the browser (long runs are thinned)
 BAND_NOTE = "line: mean over {n} seeds · band: 10th–90th percentile over seeds"
 
@@ -81,17 +81,34 @@ def chart_spec(build):
     return cached
 
 
+def faint_window(n: int) -> int:
+    """Iterations per rolling window of a noisy per-iteration metric: about 1/25 of the run, at least 5."""
+    return max(5, n // 25)
+
+
+def faint_band(history: pd.DataFrame, column: str, x: str = "iteration", window: int = 1) -> pd.DataFrame:
+    """[x, mean, lo, hi]: the rolling mean and 10th/90th percentiles of a noisy metric over
+    faint_window(len(history)) rows (after the page's own smoothing window)."""
+    values = smooth(history, column, x, window)
+    w = faint_window(len(values))
+    rolling = values[column].rolling(w, min_periods=1, center=True)
+    return pd.DataFrame({x: values[x].to_numpy(), "mean": rolling.mean().to_numpy(),
+                         "lo": rolling.quantile(0.1).to_numpy(), "hi": rolling.quantile(0.9).to_numpy()})
+
+
 @chart_spec
 def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: str, *,
                y_title: str | None = None, x: str = "iteration", rules: dict[str, float] | None = None,
                show_runs: bool = False, faint: tuple[str, pd.DataFrame, str] | None = None,
-               window: int = 1, colors: Sequence[str] | None = None, height: int = CHART_HEIGHT):
+               window: int = 1, colors: Sequence[str] | None = None, height: int = CHART_HEIGHT,
+               x_max: float | None = None):
     """Mean line and 10th-90th percentile band of history[column] over each group's runs, as a
     Vega-Lite spec (dict). Cached on its arguments (histories hashed by content), so a page's
     rerun with unchanged results rebuilds no chart: most of a cached rerun's time was Altair.
 
     groups {label: [history]}; rules {label: y} dashed reference lines; faint = (label, history,
-    its column): one extra thin grey line (e.g. the notebook's noisy metric); window: rolling mean.
+    its column): one extra thin grey line (e.g. the notebook's noisy metric); window: rolling mean;
+    x_max fixes the x axis to [0, x_max] (a live run's total).
     """
     colors = list(colors or PALETTE)[:len(groups)]
     domain, rng = list(groups), list(colors)
@@ -109,8 +126,11 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
                       legend=alt.Legend(orient="bottom", title=None, labelLimit=400, symbolType="stroke",
                                         symbolStrokeWidth=3, symbolOpacity=1))
     runs = pd.concat(runs, ignore_index=True) if runs else None
-    # The y range fits the runs and the reference lines; the faint noisy line is clipped to it.
+    # The y range fits the runs, the reference lines and the faint noisy metric's band.
     shown = [bands[["lo", "hi"]].to_numpy().ravel(), list((rules or {}).values())]
+    if faint is not None:
+        noisy = faint_band(faint[1], faint[2], x, window)
+        shown.append(noisy[["lo", "hi"]].to_numpy().ravel())
     if runs is not None:
         shown.append(runs[column].to_numpy())
     shown = np.concatenate([np.asarray(v, dtype=float) for v in shown])
@@ -118,13 +138,19 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
     pad = 0.06 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-3)
     y_scale = alt.Scale(domain=[lo - pad, hi + pad], zero=False, nice=False)
     y_title = y_title or column
-    xq = alt.X(f"{x}:Q", title=_x_title(x))
+    # x_max: a live run's last iteration, so the axis stays put and the curve, not the frame, moves.
+    xq = alt.X(f"{x}:Q", title=_x_title(x),
+               scale=alt.Scale(domain=[0, x_max], nice=False) if x_max else alt.Undefined)
     layers = []
     if faint is not None:
-        label, history, faint_column = faint
-        f = thin(smooth(history, faint_column, x, window), 1000).assign(series=label)
-        layers.append(alt.Chart(f).mark_line(strokeWidth=0.8, opacity=0.55, clip=True).encode(
-            x=xq, y=alt.Y(f"{faint_column}:Q", title=y_title, scale=y_scale), color=color))
+        # The noisy metric as a light band (its rolling 10th-90th percentile) around its rolling
+        # mean: drawn point by point, every iteration's jump made a wall of vertical lines.
+        f = thin(noisy.assign(series=faint[0]))
+        layers.append(alt.Chart(f).mark_area(opacity=0.18, color=FAINT_COLOR).encode(
+            x=xq, y=alt.Y("lo:Q", title=y_title, scale=y_scale), y2="hi:Q"))
+        layers.append(alt.Chart(f).mark_line(strokeWidth=1.2, strokeDash=[4, 3]).encode(
+            x=xq, y=alt.Y("mean:Q", title=y_title, scale=y_scale), color=color,
+            tooltip=["series:N", alt.Tooltip(f"{x}:Q"), alt.Tooltip("mean:Q", title="rolling mean", format=".4f")]))
     n_max = int(bands["n"].max())
     if n_max > 1:
         layers.append(alt.Chart(bands).mark_area(opacity=0.2).encode(
@@ -139,6 +165,9 @@ def band_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: st
                  alt.Tooltip("lo:Q", title="10th pct", format=".4f"),
                  alt.Tooltip("hi:Q", title="90th pct", format=".4f")]))
     subtitle = [BAND_NOTE.format(n=n_max)] if n_max > 1 else []
+    if faint is not None:
+        subtitle.append(f"grey: the noisy metric's rolling mean (dashed) and 10–90% band, "
+                        f"{faint_window(len(faint[1]))}-iteration window")
     if window > 1:
         subtitle.append(f"each run smoothed by a rolling mean over {window} iterations")
     return alt.layer(*layers, *_rule_layers(rules)).properties(
@@ -253,7 +282,7 @@ def compare_chart(table: pd.DataFrame, names: dict[str, str]):
         tooltip=["context:N", "policy:N", alt.Tooltip("reward:Q", format=".3f"),
                  alt.Tooltip("lo:Q", title="min over seeds", format=".3f"),
                  alt.Tooltip("hi:Q", title="max over seeds", format=".3f")])
-    spread = alt.Chart(df).mark_rule(color="#111", strokeWidth=1.5).encode(
+    spread = alt.Chart(df).mark_rule(color="#111", strokeWidth=3, strokeCap="round").encode(
         x=x, xOffset=offset, y="lo:Q", y2="hi:Q")
     return alt.layer(bars, spread).properties(
         title=chart_title("Exact expected true reward per context", "bars: mean over seeds · black lines: "
@@ -262,19 +291,35 @@ def compare_chart(table: pd.DataFrame, names: dict[str, str]):
 
 # Presentation mode: charts taller and their type larger, for a projector.
 PRESENT_CHART_SCALE = 1.45
-PRESENT_CHART_CONFIG = {"axis": {"labelFontSize": 15, "titleFontSize": 16},
-                        "legend": {"labelFontSize": 15}, "title": {"fontSize": 20, "subtitleFontSize": 14},
+PRESENT_CHART_CONFIG = {"font": '"Source Sans", sans-serif', "range": {"category": PALETTE},
+                        "view": {"stroke": None},
+                        "axis": {"labelFontSize": 16, "titleFontSize": 18, "titleFontWeight": "normal",
+                                 "gridColor": "#e6e9ef", "domainColor": "#c4c8d0", "labelColor": "#555",
+                                 "titleColor": "#444"},
+                        "legend": {"labelFontSize": 16, "symbolSize": 160},
+                        "title": {"fontSize": 22, "subtitleFontSize": 16, "anchor": "start"},
                         "text": {"fontSize": 15}}
 
 
 def show(chart) -> None:
-    """An Altair chart or a Vega-Lite spec dict. Specs come from the project's own chart code, so
+    """An Altair chart or a Vega-Lite spec dict (or a sentence, shown instead). Specs come from the project's own chart code, so
     Altair's JSON-schema validation (much of a page's rerun time) is skipped."""
+    if isinstance(chart, str):          # a sentence in place of a chart that would show nothing
+        st.info(chart)
+        return
     spec = chart if isinstance(chart, dict) else chart.to_dict(validate=False)
+    if "autosize" not in spec and "facet" not in spec:
+        # The height is the plot's: with Streamlit's default ("fit") the title, axes and legends are
+        # cut from it, and a chart with a long legend kept only a sliver of plot.
+        spec = {**spec, "autosize": {"type": "fit-x", "contains": "padding"}}
     if st.session_state.get("present"):
+        # Streamlit's chart theme sets its own font sizes over the spec's, so presentation mode
+        # draws without it, with the enlarged type (and the app's font and palette) given here.
         spec = {**spec, "config": {**spec.get("config", {}), **PRESENT_CHART_CONFIG}}
         if isinstance(spec.get("height"), (int, float)):
             spec["height"] = int(spec["height"] * PRESENT_CHART_SCALE)
+        st.vega_lite_chart(spec, width="stretch", theme=None)
+        return
     st.vega_lite_chart(spec, width="stretch")
 
 

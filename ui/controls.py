@@ -94,9 +94,18 @@ class Setting:
         return list(self.default) if isinstance(self.default, tuple) else self.default
 
     def draw(self):
-        """The widget in the current container; returns its value."""
+        """The widget in the current container; returns its value.
+
+        Its value comes one way only: a value a callback (Reset, a loaded configuration) has just
+        put in st.session_state is drawn without a default, as Streamlit asks; otherwise the
+        declared default (which the URL also omits) is given.
+        """
         opts = dict(key=self.key, help=self.help or None, bind="query-params", persist_state="session")
         label, d = self.label or self.key, self.default
+        if set_by_session_state(self.key):
+            value = self._draw_from_state(label, opts)
+            self._sync_url(value)
+            return value
         if self.kind == "selectbox":
             return st.selectbox(label, self.choices, index=self.choices.index(d), format_func=self.text, **opts)
         if self.kind == "radio":
@@ -121,6 +130,59 @@ class Setting:
             return st.number_input(label, min_value=float(self.lo), max_value=float(self.hi), value=float(d),
                                    step=0.01, format="%.2f", **opts)
         raise ValueError(f"{self.key}: unknown widget kind {self.kind!r}")
+
+    def _sync_url(self, value) -> None:
+        """Drawn without a default, Streamlit writes the value to the URL unless it is the widget's
+        first option; put the URL back to what the declared default implies (omitted at the default)."""
+        from ui.guard import url_text
+        try:
+            from streamlit.runtime.state.session_state_proxy import get_session_state
+            text = url_text(self, value)
+            with get_session_state().query_params() as qp:
+                if text is None:
+                    qp.remove_param(self.key)
+                else:
+                    qp.set_corrected_value(self.key, text, "string_array_value" if isinstance(text, list)
+                                           else "string_value")
+        except (ImportError, AttributeError):
+            pass    # Streamlit's internals moved: the URL then names a default, which is harmless
+
+    def _draw_from_state(self, label: str, opts: dict):
+        """The widget with no default of its own: its value is the one in st.session_state."""
+        whole = isinstance(self.default, int)
+        if self.kind == "selectbox":
+            return st.selectbox(label, self.choices, format_func=self.text, **opts)
+        if self.kind == "radio":
+            return st.radio(label, self.choices, format_func=self.text, horizontal=self.horizontal, **opts)
+        if self.kind == "multiselect":
+            return st.multiselect(label, self.choices, format_func=self.text, **opts)
+        if self.kind == "select_slider":
+            return st.select_slider(label, self.choices, format_func=self.text, **opts)
+        if self.kind == "checkbox":
+            return st.checkbox(label, **opts)
+        if self.kind == "toggle":
+            return st.toggle(label, **opts)
+        if self.kind == "slider":
+            if whole:
+                return st.slider(label, self.lo, self.hi, **opts)
+            return st.slider(label, float(self.lo), float(self.hi), step=0.01, **opts)
+        if self.kind == "number":
+            if whole:
+                return st.number_input(label, min_value=self.lo, max_value=self.hi, value="min", step=1, **opts)
+            return st.number_input(label, min_value=float(self.lo), max_value=float(self.hi), value="min",
+                                   step=0.01, format="%.2f", **opts)
+        raise ValueError(f"{self.key}: unknown widget kind {self.kind!r}")
+
+
+def set_by_session_state(key: str) -> bool:
+    """True when key's value was written through st.session_state since the last run (by a
+    callback such as Reset or a loaded configuration): its widget must then be drawn without a
+    default, or Streamlit warns that the value is set two ways."""
+    try:
+        from streamlit.runtime.state.session_state_proxy import get_session_state
+        return get_session_state().is_new_state_value(key)
+    except (ImportError, AttributeError):   # Streamlit's internals moved: draw with the default
+        return False
 
 
 def slider(key: str, label: str, lo: int, hi: int, default: int, help: str = "") -> Setting:
@@ -152,6 +214,13 @@ def seeds(prefix: str, default: int = SEEDS_DEFAULT, help: str = RUN_SEEDS_HELP)
     return slider(f"{prefix}_seeds", "seeds", 1, SEEDS_MAX, default, help)
 
 
+def field_label(cls, name: str) -> str:
+    """The on-screen label of config field name of cls: what a widget, caption or message calls it."""
+    if name == "epochs" and issubclass(cls, GRPOConfig):
+        return "PPO epochs μ"
+    return LABELS.get(name, name.replace("_", " "))
+
+
 def config_settings(cls, prefix: str, defaults: dict | None = None, skip: Sequence[str] = ()) -> list[Setting]:
     """A Setting per user-settable field of cls, keyed "<prefix>_<field>", bounded by the field's
     metadata (config.knob). For GRPO configs, fields beyond the notebook's go in the variants group."""
@@ -160,8 +229,7 @@ def config_settings(cls, prefix: str, defaults: dict | None = None, skip: Sequen
         if f.name in skip:
             continue
         meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
-        label = "PPO epochs μ" if (f.name == "epochs" and issubclass(cls, GRPOConfig)) else LABELS.get(
-            f.name, f.name.replace("_", " "))
+        label = field_label(cls, f.name)
         common = dict(label=label, help=f"{meta['help']} Range: {field_range(cls, f.name)}.", field=f.name,
                       group="variants" if issubclass(cls, GRPOConfig) and f.name not in GRPO_CORE else "")
         lo, hi, key = meta.get("lo"), meta.get("hi"), f"{prefix}_{f.name}"
@@ -266,8 +334,12 @@ class PageSettings:
 # ---------------------------------------------------------------- configs from settings
 
 def stop_with_error(err: Exception) -> None:
-    """Show a bad setting as a readable one-line error and end this run of the page (no traceback)."""
-    st.error(f"**Invalid setting.** {err}")
+    """Show a bad setting as a readable one-line error and end this run of the page (no traceback).
+    The field a ConfigError names is called by its on-screen label."""
+    text, name = str(err), getattr(err, "field_name", "")
+    if name and text.startswith(f"{name}: "):
+        text = f"{LABELS.get(name, name.replace('_', ' '))}: {text[len(name) + 2:]}"
+    st.error(f"**Invalid setting.** {text}")
     st.stop()
 
 
@@ -308,9 +380,12 @@ def upstream_configs() -> tuple:
 
 
 def describe(cfg, defaults: dict | None = None) -> str:
-    """The settings of cfg that differ from the defaults, e.g. 'lr=0.01, seed=3', or 'defaults'."""
+    """The settings of cfg that differ from the defaults, by their on-screen labels, e.g.
+    'learning rate 0.01, seed 3', or 'defaults'."""
     base = {**field_defaults(type(cfg)), **(defaults or {})}
-    changed = [f"{k}={v:g}" for k, v in cfg.to_dict().items() if k in base and v != base[k]]
+    shown = lambda v: f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    changed = [f"{field_label(type(cfg), k)} {shown(v)}" for k, v in cfg.to_dict().items()
+               if k in base and v != base[k]]
     return ", ".join(changed) if changed else "defaults"
 
 

@@ -24,7 +24,7 @@ from grpo_core import GRPOConfig, MAX_WORK_PER_REQUEST, check_budget
 from grpo_core.config import ConfigError, request_work
 from ui.controls import Setting, g as _g, stop_with_error
 
-__all__ = ["Setting", "Fix", "check_setting", "url_value", "check_url", "work_caption", "check_request",
+__all__ = ["Setting", "Fix", "check_setting", "url_text", "url_value", "check_url", "work_caption", "check_request",
            "result_bytes", "check_result_size", "MAX_RESULT_BYTES"]
 
 
@@ -76,11 +76,7 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
     text = s.text if s.choices else (lambda v: _g(v) if isinstance(v, float) else str(v))
 
     def url(value):
-        if value == s.default:
-            return None
-        if isinstance(value, bool):
-            return str(value).lower()
-        return [text(v) for v in value] if isinstance(value, tuple) else text(value)
+        return url_text(s, value)
 
     def show(value) -> str:
         if isinstance(value, tuple):
@@ -134,6 +130,19 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
     if isinstance(s.default, int) and raw[0] != str(value):
         return fix(value)                                  # e.g. "08" or "8.0": the same value, written plainly
     return None
+
+
+def url_text(s: Setting, value) -> str | list[str] | None:
+    """value of setting s as the URL writes it (a list for a multiselect); None at the default,
+    which the URL omits. The inverse of :func:`url_value`."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if value == s.default:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = s.text if s.choices else (lambda v: _g(v) if isinstance(v, float) else str(v))
+    return [text(v) for v in value] if isinstance(value, tuple) else text(value)
 
 
 def url_value(s: Setting, given: str):
@@ -197,8 +206,35 @@ def work_caption(*requests: Sequence[GRPOConfig]) -> None:
                "(iterations × PPO epochs × prompts × group size, summed over runs).")
 
 
+WORK_FACTORS = ("iterations", "epochs", "prompts", "group_size")
+
+
+def over_work_message(configs: Sequence[GRPOConfig]) -> str:
+    """Why a request is over the work cap: the product, each factor by its on-screen label, and
+    the number of runs (seeds) it is repeated for; runs that differ are summed term by term, e.g.
+    'iterations 300 × PPO epochs μ 4 × prompts per iteration 16 × group size G 64 × 64 runs = …'."""
+    from collections import Counter
+    from ui.controls import field_label
+
+    terms = Counter((*(getattr(c, f) for f in WORK_FACTORS), c.dynamic_sampling) for c in configs)
+    parts = []
+    for (*factors, redraws), runs in terms.items():
+        named = [f"{field_label(GRPOConfig, f)} {v:,}" for f, v in zip(WORK_FACTORS, factors)]
+        if redraws:
+            named.append(f"(1 + {redraws} dynamic-sampling redraws)")
+        named.append(f"{runs} run{'s' if runs > 1 else ''} (seeds)")
+        parts.append(" × ".join(named))
+    return (f"this request needs {' + '.join(parts)} = {request_work(list(configs)):,} work units, over "
+            f"the limit of {MAX_WORK_PER_REQUEST:,}; lower one of these factors.")
+
+
 def check_request(upstream_configs: tuple, configs: Sequence[GRPOConfig]) -> None:
-    """Stop the page with a one-line error if the request is over the work or size caps."""
+    """Stop the page with a one-line error if the request is over the work or size caps; the work
+    message names every factor of the product by its on-screen label (the core's names one field)."""
+    if request_work(list(configs)) > MAX_WORK_PER_REQUEST:
+        text = over_work_message(configs)
+        st.error(f"**Too much work.** {text[0].upper()}{text[1:]}")
+        st.stop()
     try:
         check_budget(configs)
         check_result_size(upstream_configs, configs)
@@ -228,6 +264,6 @@ def check_result_size(upstream_configs: tuple, configs: Sequence[GRPOConfig]) ->
     """Raise ConfigError when the result would be larger than MAX_RESULT_BYTES."""
     size = result_bytes(upstream_configs, configs)
     if size > MAX_RESULT_BYTES:
-        raise ConfigError("iterations", f"the histories of these {len(configs)} runs would take about "
-                          f"{size / 2**20:,.0f} MiB, over the limit of {MAX_RESULT_BYTES / 2**20:,.0f} MiB "
-                          "per request; lower the iterations or the number of seeds")
+        raise ConfigError("iterations", f"the histories of these {len(configs)} runs (seeds) would take "
+                          f"about {size / 2**20:,.0f} MiB, over the limit of {MAX_RESULT_BYTES / 2**20:,.0f} "
+                          "MiB per request; lower the iterations or the number of seeds")

@@ -91,6 +91,10 @@ def trajectories(by_coef: dict[float, Sequence[RunResult]], up: Upstream) -> pd.
     return out.assign(sqrt_kl=np.sqrt(out.kl_ref.clip(lower=0)))
 
 
+RUN_SHAPES = ["circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "wedge"]
+RUN_DASHES = [[1, 0], [8, 3], [2, 2], [10, 3, 2, 3], [4, 4], [1, 3], [12, 2]]
+
+
 @chart_spec
 def hacking_chart(traj: pd.DataFrame, bon: pd.DataFrame, frontier: pd.DataFrame, reward: str,
                   title: str, y_title: str, rules: dict[str, float] | None = None):
@@ -116,13 +120,23 @@ def hacking_chart(traj: pd.DataFrame, bon: pd.DataFrame, frontier: pd.DataFrame,
     bon_text = alt.Chart(bon_df[bon_df.n.isin([2, 4, 16, 64])]).mark_text(
         dy=-9, fontSize=10, color=BON_COLOR).encode(x=x, y=y, text=alt.Text("n:Q", format="d"))
     t = traj.assign(y=traj[reward])
+    # The β lines often overlap: each has its own dash pattern and point shape, and its label at its end.
+    shapes = alt.Shape("series:N", scale=alt.Scale(domain=series, range=RUN_SHAPES[:len(series)]), legend=None)
+    dashes = alt.StrokeDash("series:N", scale=alt.Scale(domain=series, range=RUN_DASHES[:len(series)]),
+                            legend=None)
     runs = alt.Chart(t).mark_line(strokeWidth=2.2).encode(
-        x=x, y=y, color=color, order="iteration:Q",
+        x=x, y=y, color=color, strokeDash=dashes, order="iteration:Q",
         tooltip=["series:N", "iteration:Q", fmt("kl_ref"), fmt("y")])
-    ends = alt.Chart(t.groupby("series").tail(1)).mark_point(
-        shape="diamond", size=90, filled=True).encode(x=x, y=y, color=color,
-                                                      tooltip=["series:N", "iteration:Q", fmt("kl_ref"), fmt("y")])
-    layers = [opt, bon_line, bon_pts, bon_text, runs, ends]
+    marks = alt.Chart(t.groupby("series", group_keys=False).apply(lambda d: d.iloc[::max(1, len(d) // 6)])).mark_point(
+        size=55, filled=True, opacity=0.9).encode(x=x, y=y, color=color, shape=shapes)
+    end_rows = t.groupby("series").tail(1).copy()
+    end_rows["dy"] = [(-12 if i % 2 == 0 else 14) for i in range(len(end_rows))]   # alternate above/below
+    ends = alt.Chart(end_rows).mark_point(size=110, filled=True, stroke="white", strokeWidth=0.8).encode(
+        x=x, y=y, color=color, shape=shapes, tooltip=["series:N", "iteration:Q", fmt("kl_ref"), fmt("y")])
+    labels = [alt.Chart(end_rows[end_rows.dy == dy]).mark_text(dy=dy, fontSize=11, fontWeight="bold").encode(
+        x=x, y=y, color=alt.Color("series:N", scale=alt.Scale(domain=domain, range=colors), legend=None),
+        text="series:N") for dy in sorted(set(end_rows.dy))]
+    layers = [opt, bon_line, bon_pts, bon_text, runs, marks, ends, *labels]
     if rules:
         df = pd.DataFrame({"label": list(rules), "y": list(rules.values())})
         layers += [alt.Chart(df).mark_rule(strokeDash=[2, 3], color="#555").encode(y="y:Q"),
@@ -130,7 +144,7 @@ def hacking_chart(traj: pd.DataFrame, bon: pd.DataFrame, frontier: pd.DataFrame,
                                            fontSize=11).encode(y="y:Q", x=alt.value({"expr": "width"}),
                                                                text="label:N")]
     return alt.layer(*layers).properties(
-        title=chart_title(title, ["GRPO runs by KL coefficient β: mean over seeds from the SFT start, ◆ at the end",
+        title=chart_title(title, ["GRPO runs by β: mean over seeds from SFT, labelled at the end",
                              "black: best-of-n, n = 1…64 · grey dashed: optimum π* ∝ π_ref·exp(r/β) as β varies"]),
         height=CHART_HEIGHT + 60)
 
@@ -146,13 +160,14 @@ def effective_beta_table(by_coef: dict[float, Sequence[RunResult]], up: Upstream
         mean_curve = pd.concat([r.history[["iteration", "true_reward"]] for r in runs]).groupby("iteration").mean()
         eff = beta_for_kl(ref, proxy, float(final.kl_ref))
         opt_true = float(np.interp(final.kl_ref, frontier.kl[::-1], frontier.true_reward[::-1]))
-        rows.append({"KL coefficient β": beta, "final KL": final.kl_ref,
-                     "final true reward": final.true_reward, "final RM reward": final.rm_reward,
-                     "peak true reward": float(mean_curve.true_reward.max()),
-                     "at iteration": int(mean_curve.true_reward.idxmax()),
+        # Short headers: nine columns must fit the page's width (the caption under the table spells them out).
+        rows.append({"β": beta, "final KL": final.kl_ref,
+                     "final true": final.true_reward, "final RM": final.rm_reward,
+                     "peak true": float(mean_curve.true_reward.max()),
+                     "peak at": int(mean_curve.true_reward.idxmax()),
                      "β of the optimum with this KL": eff,
-                     "configured ÷ effective": f"{beta / eff:.1f}×" if beta > 0 else "no penalty",
-                     "optimum's true reward at this KL": opt_true})
+                     "β ÷ optimum's": f"{beta / eff:.1f}×" if beta > 0 else "no penalty",
+                     "optimum's true": opt_true})
     return pd.DataFrame(rows)
 
 
@@ -323,6 +338,20 @@ def gradient_noise(up: Upstream, reward: str, group_sizes: Sequence[int], estima
                   _up=up)
 
 
+def coinciding(df: pd.DataFrame, estimators: Sequence[str], column: str = "cosine") -> list[list[str]]:
+    """Groups (of two or more) of estimators whose column is the same at every G, to 1e-9."""
+    wide = df.pivot(index="group_size", columns="estimator", values=column)
+    groups: list[list[str]] = []
+    for e in estimators:
+        for g in groups:
+            if np.allclose(wide[e], wide[g[0]], atol=1e-9, rtol=0):
+                g.append(e)
+                break
+        else:
+            groups.append([e])
+    return [g for g in groups if len(g) > 1]
+
+
 @chart_spec
 def noise_chart(df: pd.DataFrame, estimators: Sequence[str], column: str, title: str, y_title: str,
                 subtitle: str = "", error: str | None = None):
@@ -340,10 +369,14 @@ def noise_chart(df: pd.DataFrame, estimators: Sequence[str], column: str, title:
     tips = ["estimator:N", alt.Tooltip("group_size:Q", title="G"), alt.Tooltip("y:Q", title=y_title, format=".3f")]
     if error:
         tips.append(alt.Tooltip(f"{error}:Q", format=".3f"))
-    layers = [alt.Chart(d).mark_line(point=True, strokeWidth=2).encode(
-        x=x, y=alt.Y("y:Q", title=y_title, scale=alt.Scale(domain=[0, 1]) if error else alt.Scale(zero=False)),
-        color=color, tooltip=tips)]
+    # Coinciding estimators stay visible: each has its own point shape and dash pattern.
+    shape = alt.Shape("estimator:N", sort=order, scale=alt.Scale(domain=order, range=RUN_SHAPES[:len(order)]))
+    dash = alt.StrokeDash("estimator:N", sort=order, scale=alt.Scale(domain=order, range=RUN_DASHES[:len(order)]))
+    y = alt.Y("y:Q", title=y_title, scale=alt.Scale(domain=[0, 1]) if error else alt.Scale(zero=False))
+    layers = [alt.Chart(d).mark_line(strokeWidth=2).encode(x=x, y=y, color=color, strokeDash=dash),
+              alt.Chart(d).mark_point(filled=True, size=60).encode(x=x, y=y, color=color, shape=shape,
+                                                                   tooltip=tips)]
     if error:
-        layers.insert(0, alt.Chart(d).mark_rule(strokeWidth=1.3, opacity=0.6).encode(
+        layers.insert(0, alt.Chart(d).mark_rule(strokeWidth=1, opacity=0.35).encode(
             x=x, y="lo:Q", y2="hi:Q", color=color))
     return alt.layer(*layers).properties(title=chart_title(title, subtitle), height=CHART_HEIGHT)

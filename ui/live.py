@@ -26,6 +26,7 @@ from ui import charts, controls, guard, lab, store, views
 from ui.controls import PageSettings, TICK_SECONDS
 
 MAX_PINS = 6
+UPLOAD_LIMIT = f"{MAX_EXPERIMENT_BYTES // 1024} KiB"     # a saved configuration is a few hundred bytes
 KINDS = {"grpo": (GRPOConfig, "GRPO", "pages/2_GRPO.py"), "rlvr": (RLVRConfig, "RLVR", "pages/3_RLVR.py")}
 
 
@@ -113,14 +114,14 @@ def watch_section(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig
         if done:
             results = run.results()
             runs = {f"{name}, live ({len(results)} seeds)": [r.history for r in results]}
+            fixed = dict(colors=[color], x_max=total)    # the x axis is the whole run from the first frame
             charts.show_grid([
                 charts.band_chart(runs, "true_reward", "Expected true reward, exact", y_title="true reward",
-                                  rules=views.reward_rules(up), colors=[color]),
-                charts.band_chart(runs, second[0], second[1], y_title=second[2], colors=[color]),
+                                  rules=views.reward_rules(up), **fixed),
+                charts.band_chart(runs, second[0], second[1], y_title=second[2], **fixed),
                 charts.band_chart(runs, "kl_ref", "KL(policy ‖ SFT reference), exact", y_title="KL (nats)",
-                                  colors=[color]),
-                charts.band_chart(runs, "entropy", "Policy entropy, exact", y_title="entropy (nats)",
-                                  colors=[color])])
+                                  **fixed),
+                charts.band_chart(runs, "entropy", "Policy entropy, exact", y_title="entropy (nats)", **fixed)])
             policy = results[0].final_logp.exp().numpy()
         else:
             st.info("Press Play (or Step) to train from the SFT policy and watch it learn.")
@@ -168,27 +169,51 @@ def adopt_params(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> None:
             st.session_state.setdefault(key, value)
 
 
-def share_url(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> str:
-    """The app's URL for this page: its own settings (already in the URL) and the other pages'
-    settings it depends on (prefixes) where they differ from the defaults."""
-    params = dict(st.query_params.to_dict())
+def run_values(prefix: str, cfg: GRPOConfig, n_seeds: int | None = None) -> dict:
+    """{widget key: value} of a run config (and its number of seeds) under prefix, for share_url."""
+    values = {f"{prefix}_{k}": v for k, v in cfg.to_dict().items()}
+    if n_seeds is not None:
+        values[f"{prefix}_seeds"] = n_seeds
+    return values
+
+
+def upstream_values(up: Upstream) -> dict:
+    """{widget key: value} of the task, SFT and reward-model configs the results were trained on."""
+    return {k: v for prefix, c in zip(UPSTREAM_PREFIXES, up.configs) for k, v in run_values(prefix, c).items()}
+
+
+def share_url(prefixes: Sequence[str] = UPSTREAM_PREFIXES, values: dict | None = None) -> str:
+    """The app's URL for this page and the settings its results were computed from.
+
+    Built from values ({widget key: value}: the configs the page trained on) and, for the page's
+    other settings, from this run's widget values; never from the browser's URL, which lags the
+    widgets when they change quickly (each change rewrites it a rerun late). Every setting the page
+    declares, and the other pages' settings it depends on (prefixes), appear where they differ
+    from their defaults, written as the URL guard reads them.
+    """
+    values = values or {}
+    page = st.session_state.get("page_settings")
+    declared = [*page.settings, *page.adopted] if page is not None else []
     for prefix in prefixes:
-        defaults = controls.field_defaults(SETTINGS[prefix])
-        if prefix in KINDS:
-            defaults["seeds"] = controls.SEEDS_DEFAULT
-        for name, default in defaults.items():
-            value = st.session_state.get(f"{prefix}_{name}", default)
-            if value != default:
-                params.setdefault(f"{prefix}_{name}", f"{value:g}" if isinstance(value, float) else str(value))
+        declared += (controls.shared_run_settings(prefix) if prefix in KINDS
+                     else controls.config_settings(SETTINGS[prefix], prefix))
+    params: dict = {}
+    for s in {s.key: s for s in declared}.values():
+        value = values[s.key] if s.key in values else st.session_state.get(s.key, s.default)
+        text = guard.url_text(s, value)
+        if text is not None:
+            params[s.key] = text
+    if st.session_state.get("present"):
+        params["present"] = "1"
     base = (st.context.url or "").split("?")[0]
-    return base + ("?" + urlencode(params) if params else "")
+    return base + ("?" + urlencode(params, doseq=True) if params else "")
 
 
-def share_link(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> None:
+def share_link(prefixes: Sequence[str] = UPSTREAM_PREFIXES, values: dict | None = None) -> None:
     """'Copy link to this experiment': the full URL in a code box (its copy button copies it)."""
     st.markdown(":material/link: **Copy link to this experiment** (the copy button is at the right "
                 "of the box)")
-    st.code(share_url(prefixes), language=None, wrap_lines=True)
+    st.code(share_url(prefixes, values), language=None, wrap_lines=True)
 
 
 def history_csv(results: Sequence[RunResult]) -> str:
@@ -217,8 +242,14 @@ def _apply_upload(key: str) -> None:
     st.session_state.pop(f"{key}_upload_message", None)
     if upload is None:
         return
+    data = upload.getvalue()
+    if len(data) > MAX_EXPERIMENT_BYTES:
+        st.session_state[f"{key}_upload_message"] = (
+            "error", f"Could not load {upload.name}: it is {len(data):,} bytes, over the limit of "
+                     f"{UPLOAD_LIMIT} ({MAX_EXPERIMENT_BYTES:,} bytes).")
+        return
     try:
-        exp = experiment_from_json(upload.getvalue())
+        exp = experiment_from_json(data)
     except ConfigError as err:
         st.session_state[f"{key}_upload_message"] = ("error", f"Could not load {upload.name}: {err}")
         return
@@ -230,7 +261,7 @@ def _apply_upload(key: str) -> None:
                 continue
             shown = _snap(type(part), name, value)
             if shown != value:
-                snapped.append(f"{prefix}.{name} {value:g} → {shown:g}")
+                snapped.append(f"{controls.field_label(type(part), name)} {value:g} → {shown:g}")
             st.session_state[f"{prefix}_{name}"] = shown
     st.session_state[f"{exp.kind}_seeds"] = exp.seeds
     text = f"Loaded {upload.name}: {KINDS[exp.kind][1]}, {exp.seeds} seeds."
@@ -245,7 +276,7 @@ def save_and_load(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
                   results: Sequence[RunResult]) -> None:
     """Share link, CSV and JSON downloads, and the configuration uploader, side by side."""
     st.header("Share, save and load")
-    share_link()
+    share_link(values={**upstream_values(up), **run_values(kind, cfg, n_seeds)})
     left, right = st.columns(2)
     with left:
         st.download_button("History as CSV (every seed)", data=lambda: history_csv(results),
@@ -257,10 +288,11 @@ def save_and_load(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
                            help="Every setting (task, SFT, reward model, this run, seeds): load it "
                                 "here to reproduce this result, or run it with the CLI.")
     with right:
-        st.file_uploader("Load a configuration (JSON)", type="json", key=f"{kind}_upload",
-                         max_upload_size=1, on_change=_apply_upload, args=(kind,),
-                         help=f"A file saved with the button on the left (at most "
-                              f"{MAX_EXPERIMENT_BYTES // 1024} KB). It sets every setting it names.")
+        st.file_uploader(f"Load a configuration (JSON, at most {UPLOAD_LIMIT})", type="json",
+                         key=f"{kind}_upload", max_upload_size=1, on_change=_apply_upload, args=(kind,),
+                         help="A file saved with the button on the left. It sets every setting it names.")
+        # The box itself says 1MB, Streamlit's smallest limit; larger files than ours are refused on load.
+        st.caption(f"The limit is {UPLOAD_LIMIT} per file, not the 1MB the box shows: a larger file is refused.")
         message = st.session_state.get(f"{kind}_upload_message")
         if message:
             (st.error if message[0] == "error" else st.success)(message[1])
@@ -276,10 +308,14 @@ def follow_upload() -> None:
 # ---------------------------------------------------------------- pins
 
 def _flat(pin: dict) -> dict:
+    """A pin's settings keyed by their on-screen labels (upstream ones prefixed by their stage)."""
+    cls = KINDS.get(pin["name"].lower(), (GRPOConfig,))[0]
     out = {"method": pin["name"], "seeds": pin["seeds"]}
-    out.update({k: v for k, v in pin["config"].items() if k != "reward"})
+    out.update({controls.field_label(cls, k): v for k, v in pin["config"].items() if k != "reward"})
+    stages = {prefix: (stage_cls, name) for stage_cls, prefix, name in controls.UPSTREAM}
     for section, values in pin["upstream"].items():
-        out.update({f"{section}.{k}": v for k, v in values.items()})
+        stage_cls, name = stages[section]
+        out.update({f"{name} {controls.field_label(stage_cls, k)}": v for k, v in values.items()})
     return out
 
 
@@ -291,7 +327,7 @@ def pin_labels(pins: Sequence[dict]) -> list[str]:
     fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)
     labels = []
     for i, f in enumerate(flats):
-        parts = [fmt(f["method"]) if k == "method" else f"{k}={fmt(f.get(k, '–'))}" for k in keys]
+        parts = [fmt(f["method"]) if k == "method" else f"{k} {fmt(f.get(k, '–'))}" for k in keys]
         labels.append(f"#{i + 1}" + (": " + ", ".join(parts) if parts else f": {f['method']}"))
     return labels
 
@@ -312,6 +348,20 @@ def pin_button(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
                    "oldest is dropped).")
 
 
+def pin_chart(long: pd.DataFrame, runs: Sequence[str], colors: Sequence[str], column: str, title: str,
+              y_title: str) -> dict:
+    """Each pinned run's mean curve of column, full height; the legend names runs by "#n" only
+    (a long label per line would take the plot's height), the full labels are listed under the charts."""
+    return alt.Chart(long).mark_line(strokeWidth=2.2).encode(
+        x=alt.X("iteration:Q"), y=alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=alt.Color("run:N", sort=list(runs), scale=alt.Scale(domain=list(runs), range=list(colors)),
+                        legend=alt.Legend(orient="top", direction="horizontal", title=None,
+                                          symbolType="stroke", symbolStrokeWidth=3)),
+        tooltip=["run:N", "iteration:Q", alt.Tooltip(f"{column}:Q", format=".4f")],
+    ).properties(title=charts.chart_title(title, "mean over each pinned run's seeds"),
+                 height=charts.CHART_HEIGHT).to_dict(validate=False)
+
+
 def pins_view(key: str) -> None:
     """Overlay of the pinned runs' exact true reward and KL, legend naming what differs; unpin."""
     pins = st.session_state.get("pins", [])
@@ -319,20 +369,15 @@ def pins_view(key: str) -> None:
         st.caption("Pin runs to overlay their curves here: change a setting, pin again, compare.")
         return
     labels = pin_labels(pins)
-    long = pd.concat([charts.thin(p["history"]).assign(run=label) for p, label in zip(pins, labels)],
+    short = [label.split(":")[0] for label in labels]          # "#1": the full label is listed below
+    long = pd.concat([charts.thin(p["history"]).assign(run=tag) for p, tag in zip(pins, short)],
                      ignore_index=True)
-
-    def chart(column, title, y_title):
-        return alt.Chart(long).mark_line(strokeWidth=2).encode(
-            x=alt.X("iteration:Q"), y=alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", sort=labels, scale=alt.Scale(domain=labels, range=charts.PALETTE[:len(labels)]),
-                            legend=alt.Legend(orient="bottom", title=None, columns=1, labelLimit=700)),
-            tooltip=["run:N", "iteration:Q", alt.Tooltip(f"{column}:Q", format=".4f")],
-        ).properties(title=charts.chart_title(title, "mean over each pinned run's seeds"),
-                     height=charts.CHART_HEIGHT)
-
-    charts.show_grid([chart("true_reward", "Pinned runs: expected true reward", "true reward"),
-                  chart("kl_ref", "Pinned runs: KL(policy ‖ SFT)", "KL (nats)")])
+    colors = charts.PALETTE[:len(labels)]
+    charts.show_grid([pin_chart(long, short, colors, "true_reward", "Pinned runs: expected true reward",
+                                "true reward"),
+                      pin_chart(long, short, colors, "kl_ref", "Pinned runs: KL(policy ‖ SFT)", "KL (nats)")])
+    st.markdown("  \n".join(f'<span style="color:{c}">■</span> {label}' for c, label in zip(colors, labels)),
+                unsafe_allow_html=True)
     cols = st.columns(min(len(pins), 3))
     for i, label in enumerate(labels):
         cols[i % len(cols)].button(f"✕ unpin {label}", key=f"{key}_unpin_{i}",

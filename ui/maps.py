@@ -1,18 +1,19 @@
-"""The Hyperparameter map page's logic: controls, training with progress and Stop, the heatmap
-and the links from a cell to its own page. Depends only on streamlit, altair, pandas and grpo_core;
-the page script passes in what it takes from the rest of ui (the method page's stored config,
-the upstream, the log sliders' values).
+"""The Hyperparameter map page's logic: its declared settings (ui.controls), training with
+progress and Stop, the heatmap and the links from a cell to its own page.
 
 A map is a grpo_core.grid.Grid: two numeric settings x seeds per cell, trained in the grid's
-bounded chunks by the local backend; finished maps are kept in a bounded cache shared by sessions.
+bounded chunks by the local backend.
+
+Shared between sessions: ``MAPS``, a ui.store.ResultStore of finished maps (at most MAX_MAPS
+entries and MAX_MAP_BYTES measured bytes, least recently used out first) with its per-key locks,
+so identical maps asked for at the same time train once. A stopped map's finished members live in
+the session (st.session_state["map_partial"]), so Stop keeps them and a rerun resumes.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import threading
-from collections import OrderedDict
 from typing import Callable, Sequence
 from urllib.parse import urlencode
 
@@ -25,6 +26,7 @@ from grpo_core import ConfigError, GRPOConfig, check_budget, config_fields
 from grpo_core.grid import (CELL_METRICS, Axis, DEFAULT_ITERATIONS, DEFAULT_SEEDS, MAX_AXIS_VALUES,
                             MAX_SEEDS, METHODS, Grid, GridError, GridResult, make_axis,
                             make_grid, numeric_fields, result_from_finals, run_grid, sft_finals)
+from ui import controls, store
 
 # Where a method's runs live: its page (relative URL path) and its settings' URL prefix.
 METHOD_PAGES = {"grpo": ("GRPO", "grpo"), "rlvr": ("RLVR", "rlvr")}
@@ -34,9 +36,20 @@ METRIC_TITLES = {"true_reward": "exact true reward", "kl": "KL to SFT", "correct
 # Axis ranges a new field starts with; other fields start from their knob range.
 AXIS_DEFAULTS = {"lr": (1e-4, 1e-1, 8, True), "kl_coef": (0.0, 0.5, 8, False)}
 DEFAULT_AXES = ("lr", "kl_coef")
+ROW_HEIGHT = 34        # pixels per row of the map
 MAX_MAPS = 16          # finished maps kept (each a few hundred rows: well under 1 MB)
-_MAPS: OrderedDict[str, GridResult] = OrderedDict()
-_MAPS_LOCK = threading.Lock()
+MAX_MAP_BYTES = 64 * 2**20
+
+
+def map_nbytes(results) -> int:
+    """Measured memory of [GridResult]: its cell and member tables (the grid is a few configs)."""
+    return sum(int(r.cells.memory_usage(index=True, deep=True).sum())
+               + int(r.members.memory_usage(index=True, deep=True).sum()) + 4096 for r in results)
+
+
+# Finished maps, shared by sessions: ui.store's bounded store class, with its per-key lock, so
+# identical maps asked for at the same time train once. Stopped maps are never stored.
+MAPS = store.ResultStore(max_entries=MAX_MAPS, max_bytes=MAX_MAP_BYTES, nbytes=map_nbytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,49 +75,90 @@ class MapChoice:
 
 # ---------------------------------------------------------------- controls
 
+AXIS_FIELDS = tuple(numeric_fields(GRPOConfig))      # the same numeric settings for every method
+assert all(tuple(numeric_fields(t)) == AXIS_FIELDS for t in METHODS.values())
+DEFAULT_COUNT = 8
+
+
 def axis_defaults(cfg_type: type, field: str) -> tuple[float, float, int, bool]:
     if field in AXIS_DEFAULTS:
         return AXIS_DEFAULTS[field]
     meta = {f.name: f.metadata for f in config_fields(cfg_type)}[field]
-    return meta["lo"], meta["hi"], 8, bool(meta.get("log"))
+    return meta["lo"], meta["hi"], DEFAULT_COUNT, bool(meta.get("log"))
 
 
-def _axis_control(cfg_type: type, name: str, default_field: str, exclude: str | None) -> AxisChoice:
-    options = [f for f in numeric_fields(cfg_type) if f != exclude]
-    index = options.index(default_field) if default_field in options else 0
-    field = st.selectbox(f"{name} axis", options, index=index, key=f"map_{name}_field",
-                         help="A numeric setting of the method's config.")
-    lo, hi, count, log = axis_defaults(cfg_type, field)
-    meta = {f.name: f.metadata for f in config_fields(cfg_type)}[field]
-    whole = type({f.name: f.default for f in config_fields(cfg_type)}[field]) is int
+def _axis_settings(name: str, default_field: str) -> list[controls.Setting]:
+    """One axis's widgets: the field, and per field its range, number of values and spacing
+    (keyed by field, so each setting keeps its own range and a link names the field's values)."""
+    out = [controls.Setting(f"map_{name}_field", default_field, choices=AXIS_FIELDS, label=f"{name} axis",
+                            help="A numeric setting of the method's config.", kind="selectbox")]
+    for f in config_fields(GRPOConfig):
+        if f.name not in AXIS_FIELDS:
+            continue
+        lo, hi, count, log = axis_defaults(GRPOConfig, f.name)
+        kind = type(f.default)
+        bounds = dict(lo=kind(f.metadata["lo"]), hi=kind(f.metadata["hi"]), kind="number", field=f.name)
+        out += [controls.Setting(f"map_{name}_lo_{f.name}", kind(lo), label="from", **bounds),
+                controls.Setting(f"map_{name}_hi_{f.name}", kind(hi), label="to", **bounds),
+                controls.Setting(f"map_{name}_count_{f.name}", count, 1, MAX_AXIS_VALUES, label="values",
+                                 kind="slider", help="How many values of the setting the axis takes."),
+                controls.Setting(f"map_{name}_log_{f.name}", log, label="log spacing", kind="checkbox")]
+    return out
+
+
+# Every URL-bound widget of the page, declared once (the URL guard and "Reset to defaults" read it).
+SETTINGS = (
+    controls.Setting("map_method", "grpo", choices=tuple(METHODS), text=str.upper, label="method",
+                     kind="selectbox", help="The method whose settings the map varies; every other setting "
+                                            "is the method page's (or the shared link's)."),
+    *_axis_settings("x", DEFAULT_AXES[0]), *_axis_settings("y", DEFAULT_AXES[1]),
+    controls.Setting("map_seeds", DEFAULT_SEEDS, 1, MAX_SEEDS, label="seeds per cell", kind="slider",
+                     help="Independent runs per cell; hover a cell for their spread."),
+    controls.Setting("map_iterations", DEFAULT_ITERATIONS, 1, 5000, label="iterations", kind="number",
+                     help="Iterations of every run (the method page's own iterations are not used)."),
+    controls.Setting("map_metric", "true_reward", choices=tuple(CELL_METRICS), text=METRIC_TITLES.get,
+                     label="colour by", kind="selectbox"),
+)
+
+
+def page_settings() -> controls.PageSettings:
+    """The page's declaration: its widgets, and the settings a shared link brings (the upstream,
+    the GRPO and RLVR pages' settings), as on Compare."""
+    return controls.PageSettings("Hyperparameter map", SETTINGS, adopted=(
+        *controls.upstream_settings(), *controls.shared_run_settings("grpo"),
+        *controls.shared_run_settings("rlvr")))
+
+
+def _number(s: controls.Setting, step=None):
+    """A number widget of s with %g labels (1e-4 stays readable), bound to the URL like Setting.draw."""
+    whole = isinstance(s.default, int)
     kind = int if whole else float
-    fmt = None if whole else "%g"
+    return st.number_input(s.label, min_value=kind(s.lo), max_value=kind(s.hi), value=kind(s.default),
+                           step=step or (1 if whole else None), format=None if whole else "%g", key=s.key,
+                           help=s.help or None, bind="query-params", persist_state="session")
+
+
+def _axis_control(page: controls.PageSettings, name: str) -> AxisChoice:
+    field = page.draw(f"map_{name}_field")
     c1, c2 = st.columns(2)
-    lo = c1.number_input("from", kind(meta["lo"]), kind(meta["hi"]), kind(lo), format=fmt,
-                         key=f"map_{name}_lo_{field}")
-    hi = c2.number_input("to", kind(meta["lo"]), kind(meta["hi"]), kind(hi), format=fmt,
-                         key=f"map_{name}_hi_{field}")
-    count = st.slider("values", 1, MAX_AXIS_VALUES, count, key=f"map_{name}_count_{field}")
-    log = st.checkbox("log spacing", log, key=f"map_{name}_log_{field}")
+    with c1:
+        lo = _number(page[f"map_{name}_lo_{field}"])
+    with c2:
+        hi = _number(page[f"map_{name}_hi_{field}"])
+    count = page.draw(f"map_{name}_count_{field}")
+    log = page.draw(f"map_{name}_log_{field}")
     return AxisChoice(field, float(lo), float(hi), int(count), bool(log))
 
 
-def controls() -> MapChoice:
-    """The sidebar's widgets (session-only, not in the URL): method, two axes, seeds, iterations
-    and the metric to colour by."""
-    method = st.selectbox("method", list(METHODS), key="map_method",
-                          format_func=lambda m: m.upper(),
-                          help="The method whose settings the map varies; every other setting is "
-                               "the method page's (or the shared link's).")
-    cfg_type = METHODS[method]
-    x = _axis_control(cfg_type, "x", DEFAULT_AXES[0], None)
-    y = _axis_control(cfg_type, "y", DEFAULT_AXES[1] if x.field != DEFAULT_AXES[1] else DEFAULT_AXES[0],
-                      x.field)
-    seeds = st.slider("seeds per cell", 1, MAX_SEEDS, DEFAULT_SEEDS, key="map_seeds",
-                      help="Independent runs per cell; hover a cell for their spread.")
-    iterations = st.number_input("iterations", 1, 5000, DEFAULT_ITERATIONS, step=50, key="map_iterations")
-    metric = st.selectbox("colour by", list(CELL_METRICS), key="map_metric",
-                          format_func=METRIC_TITLES.get)
+def sidebar_controls(page: controls.PageSettings) -> MapChoice:
+    """The sidebar's widgets: method, two axes, seeds, iterations and the metric to colour by."""
+    method = page.draw("map_method")
+    x = _axis_control(page, "x")
+    y = _axis_control(page, "y")
+    seeds = page.draw("map_seeds")
+    iterations = _number(page["map_iterations"], step=50)
+    metric = page.draw("map_metric")
+    page.reset_button()
     return MapChoice(method, x, y, int(seeds), int(iterations), metric)
 
 
@@ -219,23 +273,25 @@ def heatmap_chart(result: GridResult, metric: str, current: GRPOConfig | None = 
                  alt.Tooltip("p90:Q", title="90th percentile over seeds", format=".4f"),
                  alt.Tooltip("runs:Q", title="seeds"), alt.Tooltip("diverged:Q", title="diverged"),
                  alt.Tooltip("beats_sft:N", title="mean true reward beats SFT")])
+    # Inset from the cell's edges, so the outline does not merge with its neighbours' into a grid.
     outline = base.transform_filter("datum.beats_sft").mark_rect(
-        fill=None, stroke="white", strokeWidth=2)
+        fill=None, stroke="white", strokeWidth=2.5, width=alt.RelativeBandSize(0.8),
+        height=alt.RelativeBandSize(0.72))
     layers = [rect, outline]
     if current is not None and (cell := nearest_cell(grid, current)) is not None:
         marker = pd.DataFrame({"x_label": [_label(cell[0])], "y_label": [_label(cell[1])],
                                "what": ["current page settings"]})
-        layers.append(alt.Chart(marker).mark_point(shape="diamond", size=140, filled=True,
+        layers.append(alt.Chart(marker).mark_point(shape="diamond", size=220, filled=True,
                                                    color="#e8702a", stroke="black").encode(
             x=alt.X("x_label:O", sort=x_order), y=alt.Y("y_label:O", sort=y_order),
             tooltip=alt.Tooltip("what:N", title="marker")))
-    n_y = len(grid.y.values)
+    # A fixed row height (a step, not a total): every y label has room, however many rows.
     return alt.layer(*layers).properties(
         title=alt.TitleParams(f"Final {title} per cell, mean over {grid.seeds} seed(s)",
                               subtitle="white outline: the mean true reward beats SFT · "
                                        "diamond: this method's page settings · click a cell to "
-                                       "open it on its own page", anchor="start"),
-        height=max(160, 34 * n_y))
+                                       "open it on its own page", anchor="start", subtitleFontSize=13),
+        height=alt.Step(ROW_HEIGHT)).configure_axis(labelFontSize=13, titleFontSize=14)
 
 
 # ---------------------------------------------------------------- training, cached and stoppable
@@ -244,40 +300,45 @@ def map_key(grid: Grid) -> str:
     return json.dumps(grid.to_dict(), sort_keys=True)
 
 
-def cached_map(grid: Grid) -> GridResult | None:
-    with _MAPS_LOCK:
-        key = map_key(grid)
-        if key in _MAPS:
-            _MAPS.move_to_end(key)
-            return _MAPS[key]
-    return None
-
-
-def remember_map(result: GridResult) -> None:
-    with _MAPS_LOCK:
-        _MAPS[map_key(result.grid)] = result
-        while len(_MAPS) > MAX_MAPS:
-            _MAPS.popitem(last=False)
-
-
 def train_map(grid: Grid, up, key: str = "map") -> GridResult:
-    """The grid's result: from the cache, or trained here chunk by chunk with a progress bar and
-    a Stop button. Stopping keeps every cell whose seeds all finished (shown, with a button to
+    """The grid's result: from MAPS, or trained here chunk by chunk with a progress bar and a
+    Stop button, under the map's lock (another session asking for the same map meanwhile waits
+    for this result). Stopping keeps every cell whose seeds all finished (shown, with a button to
     train the rest); the finished members live in the session, so a rerun resumes, not restarts."""
-    cached = cached_map(grid)
-    if cached is not None:
-        return cached
     k = map_key(grid)
+    found = MAPS.get(k)
+    if found is not None:
+        return found[0]
     state = st.session_state.get(f"{key}_partial")
     if state is None or state["key"] != k:
         state = st.session_state[f"{key}_partial"] = {"key": k, "finals": {}, "stopped": False}
-    finals = state["finals"]
     if state["stopped"]:
-        st.warning(f"You stopped this map: {len(finals)} of {grid.runs} runs finished; the cells "
-                   "whose seeds all finished are shown.")
+        st.warning(f"You stopped this map: {len(state['finals'])} of {grid.runs} runs finished; the "
+                   "cells whose seeds all finished are shown.")
         if not st.button("Train the rest", key=f"{key}_resume"):
-            return result_from_finals(grid, finals, sft_finals(up), stopped=True)
+            return result_from_finals(grid, state["finals"], sft_finals(up), stopped=True)
         state["stopped"] = False
+    notes: list = []
+
+    def wait():
+        if not notes:
+            notes.append(st.empty())
+        notes[0].info("Another session is training exactly this map; waiting for its result…")
+
+    try:
+        (result,) = MAPS.get_or_train(k, lambda: [_train_here(grid, up, key, state)], wait,
+                                      keep=lambda results: not results[0].stopped)
+    finally:
+        if notes:
+            notes[0].empty()
+    if not result.stopped:
+        st.session_state.pop(f"{key}_partial", None)
+    return result
+
+
+def _train_here(grid: Grid, up, key: str, state: dict) -> GridResult:
+    """Train the grid's missing members with a progress bar and a Stop button."""
+    finals = state["finals"]
     holder = st.empty()
     with holder.container():
         bar = st.progress(len(finals) / grid.runs)
@@ -299,9 +360,6 @@ def train_map(grid: Grid, up, key: str = "map") -> GridResult:
 
     result = run_grid(grid, "local", on_progress=progress, up=up, finals=finals)
     holder.empty()
-    if not result.stopped:
-        remember_map(result)
-        del st.session_state[f"{key}_partial"]
     return result
 
 

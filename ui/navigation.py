@@ -54,21 +54,36 @@ PAGES = (
     Page("pages/9_Gradient_noise.py", "Gradient noise", ":material/explore:",
          "how well one batch's gradient points along the exact policy gradient, for every "
          "advantage estimator and G."),
+    Page("pages/10_GRPO_on_sequences.py", "GRPO on sequences", ":material/notes:",
+         "GRPO on multi-token responses: every loss type, exact length curves, what the policy writes."),
+    Page("pages/11_Length_bias.py", "Length bias", ":material/straighten:",
+         "Dr. GRPO's claims tested: do wrong answers grow longer under grpo, and how std "
+         "normalization weights contexts by difficulty."),
+    Page("pages/12_Token_vs_sequence_ratios.py", "Token vs sequence ratios", ":material/compare_arrows:",
+         "GRPO, GSPO and CISPO off-policy: clipping, gradient direction, and where their first steps coincide."),
+    Page("pages/13_Entropy_collapse.py", "Entropy collapse", ":material/trending_down:",
+         "the correct answer starts rare: time to discovery and entropy, symmetric clip vs DAPO's clip-higher."),
     Page("pages/14_Landscape.py", "Landscape", ":material/landscape:",
          "PPO, REINFORCE, RLOO, GRPO, RLVR and DPO trained side by side: the notebook's table, measured."),
+    Page("pages/15_Hyperparameter_map.py", "Hyperparameter map", ":material/grid_on:",
+         "where does a setting work? Two settings on a grid, several seeds per cell, one heatmap."),
 )
 
 
 def page(settings: PageSettings) -> None:
     """Start a page: its tab title, the URL check of its declared settings, the navigation (or
     presentation mode), and freeing what the session held for other pages."""
-    st.set_page_config(page_title=f"{settings.title} · GRPO explorer", page_icon="🎯", layout="wide")
+    # In presentation mode the sidebar starts closed; its toggle (and the bar at the top) stay.
+    present = st.query_params.get("present") == "1" or (
+        st.query_params.get("present") is None and st.session_state.get("present", False))
+    st.set_page_config(page_title=f"{settings.title} · GRPO explorer", page_icon="🎯", layout="wide",
+                       initial_sidebar_state="collapsed" if present else "auto")
     st.session_state["page"] = settings.title
     st.session_state["page_settings"] = settings     # what this page declared (read by the tests)
     guard.check_url(settings.url_settings)  # bad URL settings are fixed, with a notice, before any widget
     store.release_other_pages(settings.title)
-    if not presentation_mode():
-        sidebar()
+    presentation_mode()
+    sidebar()
 
 
 def sidebar() -> None:
@@ -85,15 +100,15 @@ def sidebar() -> None:
 # ---------------------------------------------------------------- presentation mode (?present=1)
 
 PRESENT_CSS = """<style>
-[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"],
-[data-testid="stExpandSidebarButton"], [data-testid="stSidebarNav"] { display: none !important; }
 html { font-size: 21px; }
 [data-testid="stMainBlockContainer"] { max-width: 100%; padding-left: 2rem; padding-right: 2rem; }
 </style>"""
 
 
 def presentation_mode() -> bool:
-    """?present=1: hide the sidebar (charts then take the full width) and enlarge the type, for a projector.
+    """?present=1: the sidebar starts closed (charts take the full width), the type and the charts'
+    text are enlarged, for a projector; a bar at the top moves between pages (keeping presentation
+    mode) and opens the settings (the sidebar, which its arrow also opens).
 
     The flag is kept in the session and put back into the URL, so it survives page switches;
     ?present=0 (or the exit button) turns it off.
@@ -110,5 +125,14 @@ def presentation_mode() -> bool:
         st.session_state["present"] = False
         st.query_params.pop("present", None)
     st.html(PRESENT_CSS)
-    st.button("✕ Exit presentation mode", key="present_exit", type="tertiary", on_click=leave)
+    pages, exit_ = st.columns([4, 1], vertical_alignment="center")
+    with pages:
+        with st.container(horizontal=True):
+            try:
+                for p in PAGES:
+                    st.page_link(p.path, label=p.label, icon=p.icon, query_params={"present": "1"})
+            except StreamlitPageNotFoundError:
+                pass    # a page run on its own (AppTest.from_file) has no app around it to link to
+    exit_.button("✕ Exit presentation mode", key="present_exit", type="tertiary", on_click=leave)
+    st.caption("Settings: open the sidebar with the arrow at the top left.")
     return True

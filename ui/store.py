@@ -43,6 +43,9 @@ def result_nbytes(results: Sequence[RunResult]) -> int:
     """Measured memory of results: histories, per-context tables, final policies and weights."""
     total = 0
     for r in results:
+        if hasattr(r, "nbytes"):     # a sequence run (grpo_core.sequence.SeqRunResult) measures itself
+            total += r.nbytes
+            continue
         total += int(r.history.memory_usage(index=True, deep=True).sum())
         total += int(r.per_context.memory_usage(index=True, deep=True).sum())
         total += r.final_logp.nbytes + sum(t.nbytes for t in r.state_dict.values() if torch.is_tensor(t))
@@ -244,6 +247,12 @@ def hold(name: str, run: LiveRun) -> LiveRun:
     run.name = name
     _held()["run"] = run
     return run
+
+
+def held_stopped() -> dict:
+    """{name: run} of this page's runs the user stopped (results only), for trainers beyond
+    GRPOTrainer that follow :func:`train`'s Stop protocol (ui.seq)."""
+    return _held()["stopped"]
 
 
 def release(name: str) -> None:

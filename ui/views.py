@@ -62,14 +62,23 @@ def diagnostics(groups: dict[str, Sequence[pd.DataFrame]], show_runs: bool, **kw
     ]
 
 
+def zero_or_chart(groups: dict[str, Sequence[pd.DataFrame]], column: str, title: str, **kw):
+    """band_chart of column, or, when every run's column is 0 at every iteration, a sentence saying
+    so (a flat line at 0 with ±0.00005 ticks says nothing a reader can use)."""
+    if all((h[column] == 0).all() for hists in groups.values() for h in hists):
+        n = sum(len(hists) for hists in groups.values())
+        return (f"**{title}**: 0 at every iteration of all {n} runs: no sample was clipped this way.")
+    return band_chart(groups, column, title, **kw)
+
+
 def more_diagnostics(groups: dict[str, Sequence[pd.DataFrame]], show_runs: bool, **kw) -> None:
     """Clip fractions, the KL estimate the loss uses next to the exact batch KL, gradient norm."""
     with st.expander("More diagnostics: clipping, the KL estimate, gradient norm"):
         show_grid([
-            band_chart(groups, "clip_frac_low", "Clipped low: A < 0 and ratio < 1 - ε",
-                       y_title="fraction of samples", show_runs=show_runs, **kw),
-            band_chart(groups, "clip_frac_high", "Clipped high: A > 0 and ratio > 1 + ε_high",
-                       y_title="fraction of samples", show_runs=show_runs, **kw),
+            zero_or_chart(groups, "clip_frac_low", "Clipped low: A < 0 and ratio < 1 - ε",
+                          y_title="fraction of samples", show_runs=show_runs, **kw),
+            zero_or_chart(groups, "clip_frac_high", "Clipped high: A > 0 and ratio > 1 + ε_high",
+                          y_title="fraction of samples", show_runs=show_runs, **kw),
             band_chart(groups, "kl_estimate", "KL as the loss estimates it (chosen estimator)",
                        y_title="KL (nats)", show_runs=show_runs, **kw),
             band_chart(groups, "batch_kl", "KL to the current reference, exact, on the batch's contexts",
@@ -177,8 +186,9 @@ def compare_notice(table: pd.DataFrame, up: Upstream) -> str:
         misled = [c for c in worse if c in rm_wrong] if key == "grpo" else []
         if worse:
             text += f" {name} ends below SFT in context {', '.join(worse)}"
-            text += (f": where the reward model's top token is not the correct one ({', '.join(misled)}), "
-                     "GRPO faithfully optimizes the wrong target." if misled else ".")
+            text += (f": in {'context' if len(misled) == 1 else 'contexts'} {', '.join(misled)} the reward "
+                     "model's top token is not the correct one, and GRPO faithfully optimizes the wrong "
+                     "target." if misled else ".")
     if rm_wrong and not any(c for c in rm_wrong if float(ctx.grpo[ctx.context == c].iloc[0])
                             < float(ctx.sft[ctx.context == c].iloc[0])):
         text += (f" The reward model is wrong about context {', '.join(sorted(rm_wrong))}, yet GRPO "
@@ -204,3 +214,27 @@ def compare_view(table: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
             table[key], table["sft"], table[f"{key}_improved"], table[f"{key}_runs"])]
     out["best"] = table["best"]
     return out
+
+
+# ---------------------------------------------------------------- sentences computed from results
+
+def pass_at_k_note(change64: float) -> str:
+    """The pass@k page's closing note, naming the change of pass@64 that the page's metric shows
+    (after RLVR − SFT, mean over contexts and seeds, written as the metric writes it)."""
+    shown = f"{change64:+.4f}"
+    change = (f"the drop at k = 64 shown above, {shown}, is real" if shown.startswith("-") and shown != "-0.0000"
+              else f"the change at k = 64 shown above, {shown}, is exact too")
+    return ("pass@k is usually estimated from n samples per problem with an unbiased estimator; "
+            f"here p is exact, so pass@k is exact for every k at once, and {change}, not sampling noise.")
+
+
+def which_is_higher(a: Sequence[float], b: Sequence[float]) -> str:
+    """'a', 'b' or 'same': which seeds' mean is higher, 'same' when the difference of the means is
+    within two standard errors of it (sqrt(var_a/n_a + var_b/n_b), sample variances), i.e. the
+    seeds cannot tell them apart."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = a.mean() - b.mean()
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else 0.0
+    if abs(diff) <= 2 * se or abs(diff) < 1e-9:
+        return "same"
+    return "a" if diff > 0 else "b"

@@ -11,7 +11,9 @@ aggregations follow TRL and verl (losses.py); the trainer is batched over member
 from .config import (IMPORTANCE_LEVELS, LOSS_TYPES, SeqGRPOConfig, SeqRewardModelConfig,
                      SeqSFTConfig, SeqTaskConfig)
 from .losses import AGGREGATIONS, aggregate, per_token_loss
-from .metrics import METRICS, sequence_metrics, top_responses
+from .onpolicy import onpolicy_token_gradients
+from .metrics import (METRICS, difficulty_weights, first_reaching, length_changes, sample_responses_text, sequence_metrics,
+                      top_responses)
 from .policy import SeqPolicyNet, train_reward_model, train_sft
 from .task import SeqTask, enumerate_responses, make_task
 from .trainer import (BATCH_COLUMNS, SeqRunResult, SeqTrainer, SeqUpstream, build_seq_upstream,

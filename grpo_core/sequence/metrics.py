@@ -64,3 +64,60 @@ def top_responses(seq_logp: torch.Tensor, task: SeqTask, k: int = 5) -> pd.DataF
             rows.append({"context": c, "rank": rank, "response": task.responses.text(n), "prob": p,
                          "correct": bool(task.correct[c, n]), "length": int(task.responses.length[n])})
     return pd.DataFrame(rows)
+
+
+def sample_responses_text(seq_logp: torch.Tensor, task: SeqTask, n: int, seed: int = 0) -> pd.DataFrame:
+    """n responses per context drawn from pi (C, N) with their own generator: context, response
+    (text as in top_responses), correct, length."""
+    gen = torch.Generator().manual_seed(seed)
+    drawn = torch.multinomial(seq_logp.exp(), n, replacement=True, generator=gen)   # (C, n)
+    return pd.DataFrame([{"context": c, "response": task.responses.text(i),
+                          "correct": bool(task.correct[c, i]), "length": int(task.responses.length[i])}
+                         for c in range(drawn.shape[0]) for i in drawn[c].tolist()])
+
+
+def difficulty_weights(p: torch.Tensor, group_size: int) -> pd.DataFrame:
+    """The difficulty bias of std normalization, exactly, for 0/1 rewards with success rate p (C,).
+
+    A group of G responses with k ~ Binomial(G, p) correct carries the signal
+    sum_i (ok_i - k/G) ok_i = k (G - k) / G along the direction of the correct responses; dr_grpo
+    uses it as is, grpo divides it by the group's std s_k = sqrt(k (G - k) / (G (G - 1))) + eps.
+    weight_G = E_k[signal / s_k] / E_k[signal] is the factor grpo puts on the context relative to
+    dr_grpo, summed exactly over k; as G grows it tends to the population weight 1 / sqrt(p (1 - p)).
+    Returns a DataFrame: context, p, population_weight, weight_G.
+    """
+    g = group_size
+    k = torch.arange(g + 1, dtype=torch.float64)
+    s_k = torch.sqrt(k * (g - k) / (g * (g - 1)))
+    p64 = p.double().unsqueeze(-1)
+    log_binom = torch.lgamma(torch.tensor(g + 1.0, dtype=torch.float64)) - torch.lgamma(k + 1) - torch.lgamma(g - k + 1)
+    pmf = torch.exp(log_binom + torch.special.xlogy(k, p64) + torch.special.xlogy(g - k, 1 - p64))
+    # sum_i (ok_i - k/G) ok_i = k (G - k) / G: the signal a group carries; grpo divides it by s_k.
+    signal = k * (g - k) / g
+    scaled = torch.where(s_k > 0, signal / (s_k + 1e-8), 0.0)
+    weight_g = (pmf * scaled).sum(-1) / (pmf * signal).sum(-1)
+    pop = 1 / torch.sqrt(p.double() * (1 - p.double()))
+    return pd.DataFrame({"context": range(p.shape[0]), "p": p.double().numpy(),
+                         "population_weight": pop.numpy(), "weight_G": weight_g.numpy()})
+
+
+def length_changes(results, reference: dict[str, float]) -> pd.DataFrame:
+    """One row per run: loss_type, group_size, seed, and the change from the start (reference, the
+    SFT policy's METRICS) to the run's final policy of reward, length, length_correct,
+    length_wrong and gap = length_wrong - length_correct (all exact)."""
+    rows = []
+    for r in results:
+        f, c = r.final, r.config
+        row = {"loss_type": c.loss_type, "importance": c.importance_sampling_level,
+               "group_size": c.group_size, "seed": c.seed}
+        for k in ("reward", "length", "length_correct", "length_wrong"):
+            row[f"d_{k}"] = f[k] - reference[k]
+        row["d_gap"] = row["d_length_wrong"] - row["d_length_correct"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def first_reaching(history: pd.DataFrame, column: str, threshold: float) -> float:
+    """The first iteration at which history[column] >= threshold (NaN if it never does)."""
+    hit = history.loc[history[column] >= threshold, "iteration"]
+    return float(hit.iloc[0]) if len(hit) else float("nan")

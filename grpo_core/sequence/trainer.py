@@ -79,6 +79,13 @@ class SeqRunResult:
         return len(self.history)
 
     @property
+    def nbytes(self) -> int:
+        """Measured memory: history, per-context table, final policy over responses, weights."""
+        return (int(self.history.memory_usage(index=True, deep=True).sum())
+                + int(self.per_context.memory_usage(index=True, deep=True).sum())
+                + self.final_seq_logp.nbytes + self.theta.nbytes + 1024)
+
+    @property
     def stopped(self) -> str:
         """Why the run ended before config.iterations, as a sentence ("" if it did not)."""
         n, total = self.completed_iterations, self.config.iterations
