@@ -52,12 +52,16 @@ with left:
         "PPO learns a value network $V(s)$ next to the policy and builds advantages from it (GAE). "
         "GRPO drops that network: the **group mean is the baseline**. One model fewer to train "
         "and hold in memory, at the cost of sampling several responses per prompt.")
+    st.page_link("pages/14_Landscape.py", label="PPO and GRPO measured side by side: the Landscape page",
+                 icon=":material/landscape:")
 with right:
     st.subheader("How it differs from DPO")
     st.markdown(
         "DPO fits the policy to a fixed, offline set of preference pairs, with no sampling and no "
         "reward model. GRPO is **online reinforcement learning**: it samples fresh responses from "
         "the current policy and learns from a reward signal, a reward model or a verifier.")
+    st.page_link("pages/14_Landscape.py", label="DPO and GRPO on the same pairs, measured: the Landscape page",
+                 icon=":material/landscape:")
 
 st.subheader("The pipeline")
 st.markdown(

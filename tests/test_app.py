@@ -48,7 +48,9 @@ def test_landing():
     n_pages = len(list(Path(__file__).parent.parent.glob("pages/*.py")))
     links = [link.proto.page for link in at.main.get("page_link")]
     assert [l.split("/")[-1] for l in links[:2]] == ["Guided_tour", "GRPO"]   # where to start, first screen
-    assert len(links) == 2 + n_pages                                  # and "The pages", one line each
+    # the PPO and DPO paragraphs link to the measured comparison, and "The pages", one line each
+    assert len(links) == 2 + 2 + n_pages
+    assert sum(l.split("/")[-1] == "Landscape" for l in links) == 3
     assert charts(at)                                                 # one real run: what the app does
     sidebar = [link.proto.label for link in at.sidebar.get("page_link")]
     assert sidebar[0] == "Home" and len(sidebar) == 1 + n_pages     # the navigation: Home, then every page

@@ -63,6 +63,8 @@ PAGES = (
          "GRPO, GSPO and CISPO off-policy: clipping, gradient direction, and where their first steps coincide."),
     Page("pages/13_Entropy_collapse.py", "Entropy collapse", ":material/trending_down:",
          "the correct answer starts rare: time to discovery and entropy, symmetric clip vs DAPO's clip-higher."),
+    Page("pages/14_Landscape.py", "Landscape", ":material/landscape:",
+         "PPO, REINFORCE, RLOO, GRPO, RLVR and DPO trained side by side: the notebook's table, measured."),
     Page("pages/15_Hyperparameter_map.py", "Hyperparameter map", ":material/grid_on:",
          "where does a setting work? Two settings on a grid, several seeds per cell, one heatmap."),
 )

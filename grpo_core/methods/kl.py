@@ -120,3 +120,23 @@ def fixed_point(reward: torch.Tensor, ref_logp: torch.Tensor, beta: float, place
         grad = grad_reward + beta * expected_gradient(logp, ref_logp, placement)
         logits -= lr * grad / probs
     return torch.log_softmax(logits, -1)
+
+
+def reverse_kl_optimum(reward: torch.Tensor, ref_logp: torch.Tensor, beta: float,
+                       iterations: int = 200) -> torch.Tensor:
+    """The maximizer of E_pi[r] - beta KL(pi_ref || pi) in each context, in closed form up to one
+    scalar: stationarity gives r(v) + beta pi_ref(v) / pi(v) = mu_c, so
+
+        pi(v | c) = beta pi_ref(v | c) / (mu_c - r(c, v)),   mu_c > max_v r(c, v) with sum_v pi = 1,
+
+    mu_c found by bisection (the sum falls monotonically in mu_c). reward, ref_logp (C, V) -> log pi (C, V) float64.
+    """
+    ref, r = ref_logp.double().exp(), reward.double()
+    lo = r.max(-1, keepdim=True).values + 1e-12           # the sum is +inf here
+    hi = lo + beta + (r.max(-1, keepdim=True).values - r.min(-1, keepdim=True).values) + 1.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        over = (beta * ref / (mid - r)).sum(-1, keepdim=True) > 1
+        lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
+    pi = beta * ref / ((lo + hi) / 2 - r)
+    return (pi / pi.sum(-1, keepdim=True)).log()

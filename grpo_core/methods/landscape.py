@@ -259,3 +259,48 @@ def landscape(methods: Sequence[str] = METHOD_NAMES, seeds: int = 8,
         })
     best = float(up.problem.best_reward.mean())
     return LandscapeResult(pd.DataFrame(rows), histories, results, per_context, sft, best, up, seconds)
+
+
+# ---------------------------------------------------------------- measured columns for the page
+
+def responses_to_gain(histories: Sequence[pd.DataFrame], sft: float, fraction: float = 0.9,
+                      x: str = "responses") -> float:
+    """The first x (responses generated, or pairs for DPO) at which the mean over seeds of
+    true_reward reaches sft + fraction * (final mean - sft); NaN when the final mean is not above sft.
+
+    histories: one DataFrame per seed with columns x and true_reward, aligned on their rows."""
+    mean = pd.concat([h[["true_reward"]].reset_index(drop=True) for h in histories], axis=1).mean(axis=1)
+    final = float(mean.iloc[-1])
+    if not final > sft:
+        return float("nan")
+    reached = np.flatnonzero(mean.to_numpy() >= sft + fraction * (final - sft))
+    return float(histories[0][x].iloc[int(reached[0])])
+
+
+def measured_table(res: LandscapeResult, fraction: float = 0.9) -> pd.DataFrame:
+    """res.table plus the page's measured columns: responses_per_iteration, reward_queries
+    (reward evaluations per iteration: each generated response is scored once; offline DPO none),
+    seconds_per_1000 (training seconds per 1,000 responses generated; NaN for offline DPO),
+    to_90 (responses, or for offline DPO pairs, to reach `fraction` of the final gain over SFT)
+    and gain (final true reward - SFT)."""
+    t = res.table.copy()
+    per_iteration = (t["responses"] / t["iterations"]).round().astype(int)
+    t["responses_per_iteration"] = per_iteration
+    t["reward_queries"] = np.where(t["online"], per_iteration, 0)
+    t["seconds_per_1000"] = np.where(t["responses"] > 0, 1000 * t["seconds"] / t["responses"].clip(lower=1),
+                                     np.nan)
+    t["to_90"] = [responses_to_gain(res.histories[m], res.sft, fraction,
+                                    "responses" if METHODS[m].online else "pairs") for m in t["method"]]
+    t["gain"] = t["true_reward"] - res.sft
+    return t
+
+
+def kl_frontier(ref_probs, proxy, true, betas: Sequence[float]) -> pd.DataFrame:
+    """The exact KL-regularized optimum pi_ref exp(r / beta) / Z for r = the reward model (target
+    'reward model') and r = the true reward (target 'true reward'), for each beta: one row per
+    (target, beta) with kl, true_reward and proxy_reward (analysis.kl_regularized_frontier)."""
+    from ..analysis import kl_regularized_frontier
+    rm = kl_regularized_frontier(ref_probs, proxy, true, betas).assign(target="reward model")
+    gold = kl_regularized_frontier(ref_probs, true, true, betas)
+    gold = gold.assign(proxy_reward=np.nan, target="true reward")
+    return pd.concat([rm, gold], ignore_index=True)

@@ -1,0 +1,264 @@
+"""The Landscape page's helpers: its one training path (a bounded, locked cache of landscape
+results), the measured table, the curves, the (KL, true reward) plane and the verdict sentences.
+
+Shared between sessions: ``RESULTS``, a ui.store.ResultStore of LandscapeResults (at most
+``MAX_ENTRIES``, measured bytes, one lock per request so identical requests train once);
+the chart-spec caches of :func:`kl_plane_chart` (ui.charts.chart_spec) and
+:func:`frontier` / :func:`kl_fixed_points` (st.cache_data, 16 entries each).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from grpo_core import Upstream
+from grpo_core.methods import kl as kl_analysis
+from grpo_core.methods.landscape import (METHODS, LandscapeResult, kl_frontier, landscape,
+                                         landscape_configs, measured_table)
+from ui import controls, store
+from ui.charts import PALETTE, chart_spec, chart_title, CHART_HEIGHT
+
+MAX_ENTRIES = 6
+# one colour per method, none of them the optima's black and grey
+COLORS = {"ppo": "#3056d3", "reinforce": "#e8702a", "rloo": "#1b9e77", "reinforce_pp": "#b8336a",
+          "remax": "#7570b3", "grpo": "#66a61e", "rlvr": "#a6761d", "dpo": "#d62728", "online_dpo": "#17becf"}
+
+
+def _nbytes(results: Sequence[LandscapeResult]) -> int:
+    total = 0
+    for r in results:
+        total += sum(int(h.memory_usage(deep=True).sum()) for hs in r.histories.values() for h in hs)
+        total += sum(store.result_nbytes(runs) for runs in r.runs.values()
+                     if runs and hasattr(runs[0], "per_context"))
+        total += 64 * 1024
+    return total
+
+
+RESULTS = store.ResultStore(max_entries=MAX_ENTRIES, max_bytes=MAX_ENTRIES * 32 * 2**20, nbytes=_nbytes)
+
+
+def train(up: Upstream, methods: Sequence[str], seeds: int, responses: int) -> LandscapeResult:
+    """The landscape of these methods from RESULTS, or trained here (once, however many sessions
+    ask at the same time) with a progress indicator. Bad input stops the page with one line."""
+    methods = tuple(m for m in METHODS if m in methods)
+    controls.combine(landscape_configs, methods, seeds, responses)     # checks input and work cap first
+    key = (up.configs, methods, seeds, responses)
+
+    def run():
+        with st.spinner(f"Training {len(methods)} methods × {seeds} seeds, {responses:,} responses each…",
+                        show_time=True):
+            return [landscape(methods, seeds, responses, up=up)]
+
+    return RESULTS.get_or_train(key, run, keep=lambda r: True)[0]
+
+
+# ---------------------------------------------------------------- the table
+
+TABLE_COLUMNS = {
+    "label": "method", "true_reward": "final true reward", "band": "10th–90th pct", "kl": "KL to SFT",
+    "to_90": "responses to 90% of gain", "reward_source": "reward source", "advantage": "advantage",
+    "online": "online?", "networks": "networks in memory", "trained_params": "parameters trained",
+    "responses_per_iteration": "responses / iteration", "reward_queries": "reward queries / iteration",
+    "seconds_per_1000": "s per 1,000 responses",
+}
+
+
+def table_view(t: pd.DataFrame) -> pd.DataFrame:
+    """measured_table as the page shows it: the notebook's words next to measured numbers."""
+    view = t.assign(band=[f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(t.true_reward_p10, t.true_reward_p90)],
+                    online=t.online.map({True: "yes", False: "no (offline pairs)"}),
+                    to_90=[("—" if math.isnan(v) else f"{v:,.0f}" + ("" if on else " pairs"))
+                           for v, on in zip(t.to_90, t.online)])
+    return view[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
+
+
+def table_formats() -> dict:
+    f = lambda fmt: st.column_config.NumberColumn(format=fmt)
+    return {"final true reward": f("%.3f"), "KL to SFT": f("%.3f"), "s per 1,000 responses": f("%.3f"),
+            "parameters trained": f("%d")}
+
+
+# ---------------------------------------------------------------- curves
+
+def groups(res: LandscapeResult, methods: Sequence[str]) -> dict[str, list[pd.DataFrame]]:
+    return {METHODS[m].label: res.histories[m] for m in methods}
+
+
+def colors(methods: Sequence[str]) -> list[str]:
+    return [COLORS[m] for m in methods]
+
+
+# ---------------------------------------------------------------- the (KL, true reward) plane
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _frontier(problem_cfg, sft_cfg, rm_cfg, _up: Upstream) -> pd.DataFrame:
+    ref = _up.sft.logp.exp()
+    return kl_frontier(ref, _up.rm.scores, _up.problem.true_reward, np.geomspace(1e-3, 1e2, 80))
+
+
+def frontier(up: Upstream) -> pd.DataFrame:
+    """The exact optima pi_ref exp(r/beta)/Z of the true reward and of the reward model, over beta."""
+    return _frontier(*up.configs, _up=up)
+
+
+def final_points(res: LandscapeResult, methods: Sequence[str]) -> pd.DataFrame:
+    """One row per method and seed: its final KL to SFT and exact true reward."""
+    rows = [{"method": METHODS[m].label, "seed": i, "kl": float(h["kl_ref"].iloc[-1]),
+             "true_reward": float(h["true_reward"].iloc[-1])}
+            for m in methods for i, h in enumerate(res.histories[m])]
+    return pd.DataFrame(rows)
+
+
+def optimum_at(front: pd.DataFrame, target: str, kl: float) -> float:
+    """The true reward of the target's optimum at this KL (interpolated along beta)."""
+    f = front[front.target == target].sort_values("kl")
+    return float(np.interp(kl, f.kl, f.true_reward))
+
+
+@chart_spec
+def kl_plane_chart(points: pd.DataFrame, front: pd.DataFrame, label_order: list, color_range: list,
+                   best: float, sft: float):
+    """Every method's final (KL, true reward), one dot per seed and a diamond for the mean, against
+    the exact optima of the true reward (solid) and of the reward model (dashed)."""
+    opt = front.assign(series=front.target.map({"true reward": "optimum of the true reward",
+                                                "reward model": "optimum of the reward model"}))
+    domain = label_order + ["optimum of the true reward", "optimum of the reward model"]
+    color = alt.Color("series:N", scale=alt.Scale(domain=domain, range=color_range + ["#222222", "#999999"]),
+                      legend=alt.Legend(orient="bottom", title=None, labelLimit=300))
+    kl_max = float(points.kl.max()) * 1.3 + 1e-3
+    opt = opt[opt.kl <= kl_max]
+    x = alt.X("kl:Q", title="KL(policy ‖ SFT)  (nats)", scale=alt.Scale(domain=[0, kl_max]))
+    y = alt.Y("true_reward:Q", title="exact true reward", scale=alt.Scale(zero=False))
+    lines = alt.Chart(opt).mark_line(strokeWidth=2).encode(
+        x=x, y=y, color=color, order="beta:Q",
+        strokeDash=alt.StrokeDash("series:N", scale=alt.Scale(
+            domain=["optimum of the true reward", "optimum of the reward model"], range=[[1, 0], [6, 4]]),
+            legend=None),
+        tooltip=["series:N", alt.Tooltip("beta:Q", format=".4g"), alt.Tooltip("kl:Q", format=".3f"),
+                 alt.Tooltip("true_reward:Q", format=".3f")])
+    pts = points.assign(series=points.method)
+    dots = alt.Chart(pts).mark_circle(size=30, opacity=0.5).encode(x=x, y=y, color=color)
+    means = pts.groupby("series", as_index=False)[["kl", "true_reward"]].mean()
+    diamonds = alt.Chart(means).mark_point(shape="diamond", size=140, filled=True, stroke="black",
+                                           strokeWidth=0.6).encode(
+        x=x, y=y, color=color, tooltip=["series:N", alt.Tooltip("kl:Q", format=".3f"),
+                                        alt.Tooltip("true_reward:Q", format=".3f")])
+    rules = pd.DataFrame({"y": [best, sft], "label": ["best achievable", "SFT"]})
+    rule = alt.Chart(rules).mark_rule(strokeDash=[2, 3], color="#555").encode(y="y:Q")
+    text = alt.Chart(rules).mark_text(align="right", baseline="bottom", dx=-4, dy=-2, color="#444",
+                                      fontSize=11).encode(y="y:Q", x=alt.value({"expr": "width"}), text="label:N")
+    return alt.layer(lines, dots, diamonds, rule, text).properties(
+        title=chart_title("Final policies on the (KL, true reward) plane",
+                          ["dots: one per seed · ◆: mean over seeds",
+                           "solid: optimum π_ref·exp(r/β)/Z of the true reward · dashed: of the reward model"]),
+        height=CHART_HEIGHT + 80)
+
+
+# ---------------------------------------------------------------- which KL each placement optimizes
+
+TARGETS = {"KL(pi || pi_ref)": "π_ref·exp(r/β)/Z (forward KL)", "KL(pi_ref || pi)": "reverse-KL optimum",
+           "nothing (zero on average)": "the reward's argmax (no KL at all)"}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _placements(problem_cfg, sft_cfg, rm_cfg, beta: float, _up: Upstream) -> pd.DataFrame:
+    import torch
+    ref_logp = _up.sft.logp.double()
+    reward, true = _up.rm.scores.double(), _up.problem.true_reward.double()
+    forward = torch.log_softmax(ref_logp + reward / beta, -1)
+    optima = {"KL(pi || pi_ref)": forward,
+              "KL(pi_ref || pi)": kl_analysis.reverse_kl_optimum(reward, ref_logp, beta),
+              "nothing (zero on average)": torch.log_softmax(reward * 1e6, -1).clamp(min=-700)}
+    # which KL each placement's expected gradient follows, evaluated at a policy away from pi_ref
+    table = kl_analysis.kl_placement_table(forward.float(), ref_logp.float())
+    rows = []
+    for row in table.itertuples():
+        logp = optima.get(row.optimizes)
+        target = TARGETS.get(row.optimizes, row.optimizes)
+        probs = None if logp is None else logp.exp()
+        rows.append({"placement": row.placement, "what it is": row.help,
+                     "its expected gradient is that of": row.optimizes,
+                     "cosine with ∇KL(π‖π_ref)": row.cosine_forward,
+                     "converges to": target,
+                     "KL(π ‖ π_ref) there": float("nan") if probs is None else
+                     float((probs * (logp - ref_logp)).sum(-1).mean()),
+                     "true reward there": float("nan") if probs is None else float((probs * true).sum(-1).mean()),
+                     "reward-model score there": float("nan") if probs is None else
+                     float((probs * reward).sum(-1).mean())})
+    return pd.DataFrame(rows)
+
+
+def kl_placements(up: Upstream, beta: float) -> pd.DataFrame:
+    """Per KL placement: which KL its expected gradient follows (kl.kl_placement_table at the
+    forward optimum, a policy away from pi_ref) and the exact optimum it therefore converges to
+    for E[r_RM] - beta * that KL, with that optimum's KL to SFT, true reward and reward-model score."""
+    return _placements(*up.configs, beta, _up=up)
+
+
+# ---------------------------------------------------------------- sentences computed from the results
+
+def _row(t: pd.DataFrame, m: str) -> pd.Series | None:
+    rows = t[t.method == m]
+    return None if rows.empty else rows.iloc[0]
+
+
+def winner_sentence(t: pd.DataFrame, sft: float) -> str:
+    """Which method ends with the most exact true reward, by how much over the runner-up and SFT."""
+    order = t.sort_values("true_reward", ascending=False)
+    top = order.iloc[0]
+    text = (f"**{top.label}** ends highest: exact true reward {top.true_reward:.3f} "
+            f"({top.true_reward - sft:+.3f} over SFT's {sft:.3f})")
+    if len(order) > 1:
+        second = order.iloc[1]
+        text += f", {top.true_reward - second.true_reward:.3f} above {second.label} ({second.true_reward:.3f})"
+    return text + "."
+
+
+def when_to_use(t: pd.DataFrame, sft: float) -> list[tuple[str, str, str]]:
+    """(situation, the notebook's advice, what this page measured) rows, each from the results;
+    a row whose methods were not trained says which to add."""
+    rows = []
+    dpo, grpo, rlvr, ppo = (_row(t, m) for m in ("dpo", "grpo", "rlvr", "ppo"))
+    if dpo is not None and grpo is not None:
+        better = dpo if dpo.true_reward > grpo.true_reward else grpo
+        worse = grpo if better is dpo else dpo
+        rows.append(("Offline preference pairs only", "DPO: simple, no sampling, no reward model",
+                     f"On the same pairs, {better.label} reaches {better.true_reward:.3f} and {worse.label} "
+                     f"{worse.true_reward:.3f} ({better.true_reward - worse.true_reward:.3f} apart); "
+                     + ("the advice holds here." if better is dpo else
+                        "here the advice does not hold: training a reward model and running GRPO does better.")))
+    else:
+        rows.append(("Offline preference pairs only", "DPO", "Add DPO and GRPO to the methods to measure this."))
+    other = ppo if ppo is not None else grpo
+    if rlvr is not None and other is not None:
+        wins = rlvr.true_reward > other.true_reward
+        rows.append(("A verifier is available", "RLVR (GRPO on the verifiable reward)",
+                     f"GRPO + RLVR ends at {rlvr.true_reward:.3f} against {other.true_reward:.3f} for "
+                     f"{other.label} on the reward model ({rlvr.true_reward - other.true_reward:+.3f}), with "
+                     f"{int(rlvr.networks)} networks instead of {int(other.networks)}; "
+                     + ("the advice holds here." if wins else
+                        "at this budget the advice does not hold on this task.")))
+    else:
+        rows.append(("A verifier is available", "RLVR", "Add GRPO + RLVR and PPO or GRPO to measure this."))
+    online = t[t.online & t.to_90.notna()]
+    if len(online) > 0:
+        fast = online.sort_values("to_90").iloc[0]
+        per = online.assign(rate=online.gain / online.responses * 1000).sort_values("rate", ascending=False).iloc[0]
+        rows.append(("Limited compute (responses generated)", "GRPO: no critic, efficient",
+                     f"{fast.label} reaches 90% of its final gain first, after {fast.to_90:,.0f} responses; "
+                     f"{per.label} gains the most true reward per 1,000 responses "
+                     f"({1000 * per.gain / per.responses:.4f}). "
+                     + ("The advice holds here." if fast.method == "grpo" else
+                        "Here the advice does not hold: GRPO is not the fastest.")))
+    if ppo is not None and grpo is not None:
+        rows.append(("Maximum quality, resources available", "PPO: the most flexible",
+                     f"PPO ends at {ppo.true_reward:.3f} with {int(ppo.networks)} networks, GRPO at "
+                     f"{grpo.true_reward:.3f} with {int(grpo.networks)}; "
+                     + ("the advice holds here." if ppo.true_reward > grpo.true_reward else
+                        "here the critic does not buy quality: the advice does not hold on this task.")))
+    return rows
