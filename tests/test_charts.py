@@ -70,3 +70,21 @@ def test_a_live_charts_y_range_grows_a_few_times_and_never_shrinks():
     assert held[0] == 0.0
     assert changes <= 12, changes
     assert grow_range((0.2, 0.4), [0.25, 0.3]) == (0.2, 0.4)       # inside: the frame stays put
+
+
+def test_compare_whiskers_are_drawn_dark_and_thick_over_the_seeds_spread():
+    """Compare's min-max whiskers: a dark rule at least 3 px wide from each method's min to its max
+    over seeds (they were 1 px and grey, barely visible against the bars)."""
+    table = pd.DataFrame({"context": [0, 1], "sft": [0.4, 0.5], "best": [0.7, 0.8],
+                          "grpo": [0.5, 0.6], "grpo_min": [0.45, 0.55], "grpo_max": [0.55, 0.66]})
+    spec = charts.compare_chart(table, {"grpo": "GRPO"})
+    spec = spec if isinstance(spec, dict) else spec.to_dict(validate=False)
+    rules = [layer for layer in spec["layer"] if (layer["mark"] if isinstance(layer["mark"], str)
+                                                  else layer["mark"]["type"]) == "rule"]
+    assert len(rules) == 1
+    mark, enc = rules[0]["mark"], rules[0]["encoding"]
+    assert mark["strokeWidth"] >= 3 and mark["color"] == "#111"
+    assert enc["y"]["field"] == "lo" and enc["y2"]["field"] == "hi"
+    data = spec["datasets"][next(iter(spec["datasets"]))]
+    grpo = [row for row in data if row["policy"] == "GRPO"]
+    assert [(r["lo"], r["hi"]) for r in grpo] == [(0.45, 0.55), (0.55, 0.66)]
