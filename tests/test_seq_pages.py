@@ -160,7 +160,7 @@ def test_difficulty_weights_match_the_advantage_estimator_exactly():
     """weight_G is E[sum_i A_grpo,i ok_i] / E[sum_i A_dr_grpo,i ok_i] over every outcome of a group."""
     import itertools
     import torch
-    from grpo_core.grpo import advantages
+    from grpo_core.advantages import advantages
     from grpo_core.sequence import difficulty_weights
     g, p = 4, torch.tensor([0.1, 0.5, 0.8])
     outcomes = torch.tensor(list(itertools.product([0.0, 1.0], repeat=g)))        # (2^G, G)

@@ -7,7 +7,7 @@ through ui.store and draws.
 
 Shared between sessions: the st.cache_data caches of :func:`upstream` and :func:`reference`
 (8 entries each; Streamlit hands out copies); results live in ui.store.STORE (bounded, locked).
-Per session: the page's one SeqLiveRun while it trains, through ui.store.hold.
+Per session: the page's one ui.store.LiveRun (of a SeqTrainer) while it trains, through ui.store.hold.
 """
 from __future__ import annotations
 
@@ -138,51 +138,6 @@ def work_caption(task_cfg: SeqTaskConfig, configs: Sequence[SeqGRPOConfig]) -> N
 
 # ---------------------------------------------------------------- training through the store
 
-class SeqLiveRun:
-    """A batch of sequence runs trained a piece at a time (ui.store.LiveRun's protocol, with the
-    engine's SeqTrainer); the trainer is dropped once the run finishes or is stopped."""
-
-    def __init__(self, up: SeqUpstream, key, configs: Sequence[SeqGRPOConfig]):
-        self.configs, self.key = tuple(configs), key
-        self.trainer: SeqTrainer | None = SeqTrainer(up, self.configs)
-        self.total = self.trainer.total
-        self.stopped = False
-        self._done = 0
-        self._results: list[SeqRunResult] | None = None
-
-    @property
-    def done(self) -> int:
-        return self.trainer.iteration if self.trainer is not None else self._done
-
-    @property
-    def finished(self) -> bool:
-        return self.trainer is None or self.trainer.finished
-
-    def advance(self, n: int) -> None:
-        if self.trainer is None:
-            return
-        self.trainer.advance(n)
-        self._results = None
-        if self.trainer.finished:
-            self._drop_trainer()
-
-    def stop(self) -> None:
-        if self.trainer is None:
-            return
-        self.stopped = not self.trainer.finished
-        self.trainer.stop()
-        self._drop_trainer()
-
-    def _drop_trainer(self) -> None:
-        self._results, self._done = self.trainer.results(), self.trainer.iteration
-        self.trainer = None
-
-    def results(self) -> list[SeqRunResult]:
-        if self._results is None:
-            self._results = self.trainer.results()
-        return self._results
-
-
 def store_key(up_configs: tuple, needs_rm: bool, configs: Sequence[SeqGRPOConfig]) -> tuple:
     task_cfg, sft_cfg, rm_cfg = up_configs
     return store.STORE.key(("sequence", task_cfg, sft_cfg, rm_cfg if needs_rm else None), configs)
@@ -198,51 +153,7 @@ def train(up_configs: tuple, configs: Sequence[SeqGRPOConfig], name: str | None 
     check_request(up_configs[0], configs)
     up = upstream(up_configs, needs_rm)
     key = store_key(up_configs, needs_rm, configs)
-    if name is not None:
-        stopped = store.held_stopped().get(name)
-        if stopped is not None and stopped.key == key:
-            st.warning("You stopped this run; what it finished is shown below.")
-            if not st.button("Train it to the end", key=f"{name}_restart"):
-                return up, stopped.results()
-        store.held_stopped().pop(name, None)
-    notes: list = []
-
-    def wait():
-        if not notes:
-            notes.append(st.empty())
-        notes[0].info("Another session is training exactly these runs; waiting for its result…")
-
-    try:
-        return up, store.STORE.get_or_train(key, lambda: _train_here(up, key, configs, name), wait)
-    finally:
-        if notes:
-            notes[0].empty()
-
-
-def _train_here(up: SeqUpstream, key, configs: tuple, name: str | None) -> list[SeqRunResult]:
-    run = store.held_run(name, key) if name else None
-    if run is None:
-        run = SeqLiveRun(up, key, configs)
-        if name:
-            store.hold(name, run)
-    holder = st.empty()
-    with holder.container():
-        bar = st.progress(run.done / run.total, text=f"Training {len(configs)} sequence runs as one batch…")
-        # A click interrupts the loop below at its next progress update; the rerun finds the held run.
-        if name and st.button("Stop", key=f"{name}_stop", help="Stop training now and keep the "
-                              "iterations finished so far."):
-            run.stop()
-    every = max(1, run.total // 40)
-    while not run.finished:
-        run.advance(every)
-        bar.progress(run.done / run.total, text=f"Training {len(configs)} sequence runs as one batch: "
-                                                f"iteration {run.done} of {run.total}")
-    holder.empty()
-    if name:
-        store.release(name)
-        if run.stopped:
-            store.held_stopped()[name] = run
-    return run.results()
+    return up, store.train(up, configs, name, key=key, make_trainer=lambda: SeqTrainer(up, configs))
 
 
 # ---------------------------------------------------------------- views

@@ -175,16 +175,19 @@ STORE = ResultStore()
 # ---------------------------------------------------------------- a run trained in pieces
 
 class LiveRun:
-    """A batch of runs trained a piece at a time with the core's GRPOTrainer.
+    """A batch of runs trained a piece at a time: the core's GRPOTrainer by default, or any
+    trainer with the same protocol (advance, stop, results, iteration, total, finished), e.g. the
+    sequence engine's SeqTrainer with its own store key.
 
     The pieces add up to exactly the one-go run. Once the run finishes or is stopped the trainer
     (weights, optimizer state, buffers) is dropped and only the results are kept.
     """
 
-    def __init__(self, up: Upstream, configs: Sequence[GRPOConfig]):
+    def __init__(self, up, configs: Sequence, *, key=None, trainer=None):
         self.configs = tuple(configs)
-        self.key = STORE.key(up.configs, self.configs)
-        self.trainer: GRPOTrainer | None = GRPOTrainer(up.problem, up.sft, up.rm.scores, self.configs)
+        self.key = STORE.key(up.configs, self.configs) if key is None else key
+        self.trainer = (GRPOTrainer(up.problem, up.sft, up.rm.scores, self.configs)
+                        if trainer is None else trainer)
         self.total = self.trainer.total
         self.stopped = False        # by request (Stop); a diverged run is not "stopped"
         self.stored = False         # put in STORE (a finished live run)
@@ -273,16 +276,20 @@ def release_other_pages(page: str) -> None:
 
 # ---------------------------------------------------------------- the one training path
 
-def train(up: Upstream, configs: Sequence[GRPOConfig], name: str | None = None) -> list[RunResult]:
+def train(up: Upstream, configs: Sequence[GRPOConfig], name: str | None = None, *,
+          key=None, make_trainer: Callable[[], object] | None = None) -> list[RunResult]:
     """The runs of configs from STORE, or trained here with a progress bar, once however many
     sessions ask at the same time (the others wait for the result).
 
     With a name, training can be stopped: a Stop button ends it where it is, and the finished
     iterations are shown (they are not stored) with a button to train to the end.
+    Another engine (the sequence engine) passes its own store key and trainer factory, having
+    checked its request itself; by default configs are GRPO runs, checked against the caps here.
     """
     configs = tuple(configs)
-    guard.check_request(up.configs, configs)
-    key = STORE.key(up.configs, configs)
+    if key is None:
+        guard.check_request(up.configs, configs)
+        key = STORE.key(up.configs, configs)
     if name is not None:
         stopped = _held()["stopped"].get(name)
         if stopped is not None and stopped.key == key:
@@ -298,18 +305,18 @@ def train(up: Upstream, configs: Sequence[GRPOConfig], name: str | None = None) 
         notes[0].info("Another session is training exactly these runs; waiting for its result…")
 
     try:
-        return STORE.get_or_train(key, lambda: _train_here(up, configs, name), wait)
+        return STORE.get_or_train(key, lambda: _train_here(up, key, configs, name, make_trainer), wait)
     finally:
         if notes:
             notes[0].empty()
 
 
-def _train_here(up: Upstream, configs: tuple, name: str | None) -> list[RunResult]:
+def _train_here(up: Upstream, key, configs: tuple, name: str | None,
+                make_trainer: Callable[[], object] | None) -> list[RunResult]:
     """Train configs in pieces with a progress bar (and a Stop button when named)."""
-    key = STORE.key(up.configs, configs)
     run = held_run(name, key) if name else None
     if run is None:
-        run = LiveRun(up, configs)
+        run = LiveRun(up, configs, key=key, trainer=make_trainer() if make_trainer else None)
         if name:
             hold(name, run)
     holder = st.empty()
