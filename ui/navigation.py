@@ -82,8 +82,8 @@ def page(settings: PageSettings) -> None:
     st.session_state["page_settings"] = settings     # what this page declared (read by the tests)
     guard.check_url(settings.url_settings)  # bad URL settings are fixed, with a notice, before any widget
     store.release_other_pages(settings.title)
-    presentation_mode()
-    sidebar()
+    if not presentation_mode():   # presenting, the bar at the top lists the pages: the sidebar holds the settings
+        sidebar()
 
 
 def sidebar() -> None:
