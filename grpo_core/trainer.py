@@ -178,7 +178,43 @@ def train_grpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor | None,
     return trainer.results()
 
 
-class GRPOTrainer:
+class ResumableTrainer:
+    """What every engine's batched trainer shares: it is advanced a few iterations at a time
+    (live training, Stop) and stopped where it is. A subclass sets `m.t_max`, `iteration` and
+    `end`, and implements _iterate (one iteration of every member), _after_iteration and _observe
+    (record the new policy)."""
+
+    @property
+    def total(self) -> int:
+        return self.m.t_max
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.end
+
+    def stop(self) -> None:
+        """End every run at the current iteration (results keep what is done)."""
+        self.end = self.iteration
+
+    def advance(self, n: int | None = None,
+                on_iteration: Callable[[int, int], bool | None] | None = None) -> int:
+        """Run up to n more iterations (all that remain if None); returns the iterations done.
+        on_iteration(done, total) after each one; returning False stops the batch there."""
+        target = self.end if n is None else min(self.end, self.iteration + n)
+        while self.iteration < target and self.iteration < self.end:
+            self._iterate()
+            self.iteration += 1
+            self._after_iteration()
+            self._observe()
+            if on_iteration is not None and on_iteration(self.iteration, self.total) is False:
+                self.stop()
+        return self.iteration
+
+    def _after_iteration(self) -> None:
+        """Work between an iteration's update and the observation of its policy."""
+
+
+class GRPOTrainer(ResumableTrainer):
     """A batch of GRPO runs that can be advanced a few iterations at a time (live training).
 
         trainer = GRPOTrainer(problem, sft, rm_table, configs)
@@ -231,32 +267,9 @@ class GRPOTrainer:
         self.logits, self.h1 = self.net.forward(self.params, self.x1)
         self._observe()
 
-    @property
-    def total(self) -> int:
-        return self.m.t_max
-
-    @property
-    def finished(self) -> bool:
-        return self.iteration >= self.end
-
-    def stop(self) -> None:
-        """End every run at the current iteration (results keep what is done)."""
-        self.end = self.iteration
-
-    def advance(self, n: int | None = None,
-                on_iteration: Callable[[int, int], bool | None] | None = None) -> int:
-        """Run up to n more iterations (all that remain if None); returns the iterations done.
-        on_iteration(done, total) after each one; returning False stops the batch there."""
-        target = self.end if n is None else min(self.end, self.iteration + n)
-        while self.iteration < target and self.iteration < self.end:
-            self._iterate()
-            self.iteration += 1
-            if self.iteration % self.chunk == 0:
-                self._flush_stats()
-            self._observe()
-            if on_iteration is not None and on_iteration(self.iteration, self.total) is False:
-                self.stop()
-        return self.iteration
+    def _after_iteration(self) -> None:
+        if self.iteration % self.chunk == 0:
+            self._flush_stats()
 
     def _observe(self) -> None:
         """Record the current policy as the exact-metrics row of iteration `self.iteration`."""

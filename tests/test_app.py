@@ -16,12 +16,13 @@ TIMEOUT = 120
 pytestmark = pytest.mark.slow     # every test here runs pages
 
 
-def run(page: str, query: dict | None = None, state: dict | None = None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
+def run(page: str, query: dict | None = None, state: dict | None = None,
+        timeout: float = TIMEOUT) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=timeout)
     at.query_params.update(query or {})
     for key, value in (state or {}).items():
         at.session_state[key] = value
-    return at.run(timeout=TIMEOUT)
+    return at.run(timeout=timeout)
 
 
 def charts(at: AppTest) -> list:

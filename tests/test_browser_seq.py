@@ -4,34 +4,17 @@ The page must finish, show no exception, show its own title and paint its charts
 """
 from __future__ import annotations
 
-import os
-import re
 
 import pytest
 from playwright.sync_api import expect
 
-from browser_util import (CHROMIUM, MISSING_CHROMIUM, ROOT, app_pages, free_port, launch_chromium,
-                          open_page, start_app, stop_app)
-from test_browser import check_page
+from browser_util import ROOT, app_pages, free_port, open_page, start_app, stop_app
+from test_browser import browser, check_page  # noqa: F401  (shared browser fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 OUT = ROOT / "test-output"
 SEQ_PAGES = [p for p in app_pages() if p.script.name.split("_")[0] in ("10", "11", "12", "13")]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(MISSING_CHROMIUM)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_sequence_pages_found():

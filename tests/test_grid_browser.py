@@ -2,45 +2,18 @@
 that configuration on the GRPO page, and Stop keeps the page usable with the finished cells."""
 from __future__ import annotations
 
-import os
 import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from browser_util import (CHROMIUM, MISSING_CHROMIUM, ROOT, AppPage, drawn_charts, free_port,
-                          launch_chromium, open_page, start_app, stop_app, wait_idle)
+from browser_util import ROOT, AppPage, drawn_charts, open_page, wait_idle
+from test_browser import base_url, browser  # noqa: F401  (shared server and browser fixtures)
 
 pytestmark = pytest.mark.browser
 
-OUT = ROOT / "test-output"
 MAP = AppPage("Hyperparameter_map", "Hyperparameter_map", "Hyperparameter map",
               ROOT / "pages" / "15_Hyperparameter_map.py")
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    OUT.mkdir(exist_ok=True)
-    port = free_port()
-    proc = start_app(port, log_path=OUT / "streamlit-map-test.log")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_app(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(MISSING_CHROMIUM)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_default_map_and_a_click_on_a_cell(browser, base_url):

@@ -7,27 +7,22 @@ are checked against the results the page computed.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[1]
+import test_app as app_test
+
 TIMEOUT = 180
 pytestmark = pytest.mark.slow     # every test here runs pages
 
 
 def run(page: str, query: dict | None = None, state: dict | None = None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
-    at.query_params.update(query or {})
-    for key, value in (state or {}).items():
-        at.session_state[key] = value
-    return at.run(timeout=TIMEOUT)
+    return app_test.run(page, query, state, timeout=TIMEOUT)
 
 
-def charts(at: AppTest) -> list:
-    return list(at.get("vega_lite_chart"))
+charts = app_test.charts
 
 
 def ok(at: AppTest) -> None:

@@ -30,13 +30,14 @@ import torch
 
 from ..models import BatchedAdam
 from ..sampling import generator
+from ..trainer import ResumableTrainer
 from ._shared import advantages, KL_CODES
 from .config import (SeqGRPOConfig, SeqRewardModelConfig, SeqSFTConfig, SeqTaskConfig,
                      check_seq_budget)
 from .losses import SeqLossTerms, aggregate, per_token_loss, token_kl
 from .metrics import METRICS, sequence_metrics
 from .policy import (SeqRewardModelResult, SeqSFTResult, sample_responses, sequence_logp,
-                     token_logp, train_reward_model, train_sft)
+                     train_reward_model, train_sft)
 from .task import SeqTask, make_task
 
 CHUNK = 64
@@ -178,7 +179,7 @@ def _at_tokens(rows: torch.Tensor, responses, ctx, resp, vocab: int) -> torch.Te
     return rows.reshape(n_mem, -1).gather(1, index.flatten(1)).view_as(index) * responses.mask[resp]
 
 
-class SeqTrainer:
+class SeqTrainer(ResumableTrainer):
     """A batch of sequence-GRPO runs, advanced a few iterations at a time.
 
         trainer = SeqTrainer(up, configs)
@@ -217,29 +218,8 @@ class SeqTrainer:
         self._forward()
         self._observe()
 
-    @property
-    def total(self) -> int:
-        return self.m.t_max
-
-    @property
-    def finished(self) -> bool:
-        return self.iteration >= self.end
-
-    def stop(self) -> None:
-        self.end = self.iteration
-
-    def advance(self, n: int | None = None,
-                on_iteration: Callable[[int, int], bool | None] | None = None) -> int:
-        """Run up to n more iterations (all that remain if None); returns the iterations done."""
-        target = self.end if n is None else min(self.end, self.iteration + n)
-        while self.iteration < target and self.iteration < self.end:
-            self._iterate()
-            self.iteration += 1
-            self._forward()
-            self._observe()
-            if on_iteration is not None and on_iteration(self.iteration, self.total) is False:
-                self.stop()
-        return self.iteration
+    def _after_iteration(self) -> None:
+        self._forward()
 
     def _forward(self) -> None:
         self.table, self.h1 = self.net.forward(self.theta, self.x, self.n_ctx)
