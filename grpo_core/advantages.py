@@ -25,6 +25,8 @@ This module imports nothing from the rest of grpo_core, so config.py can read it
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # Added to the std before dividing. TRL divides by (std + 1e-4) (grpo_trainer.py,
@@ -92,15 +94,29 @@ def advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None,
     Every estimator gives 0 to invalid entries; those with a baseline give exactly 0 to a group
     whose rewards are all equal (it carries no signal; float round-off would otherwise remain).
     """
+    _check(estimator)
+    if valid is None:
+        valid = torch.ones_like(rewards, dtype=torch.bool)
+    masked, zero_std = _masked(rewards, valid)
+    return _advantages(rewards, valid, estimator, eps, baseline, masked, zero_std)
+
+
+def _check(estimator: str) -> None:
     if estimator not in ALL_ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {estimator!r}; "
                          f"one of {', '.join(ALL_ESTIMATORS)}")
-    if valid is None:
-        valid = torch.ones_like(rewards, dtype=torch.bool)
-    masked = torch.where(valid, rewards, 0.0)
+
+
+def _masked(rewards: torch.Tensor, valid: torch.Tensor):
+    """What every estimator starts from: rewards with 0 at invalid entries (E, P, G), and which
+    groups' valid rewards are all equal (E, P, 1)."""
     hi = torch.where(valid, rewards, -torch.inf).amax(-1, keepdim=True)
     lo = torch.where(valid, rewards, torch.inf).amin(-1, keepdim=True)
-    zero_std = hi <= lo
+    return torch.where(valid, rewards, 0.0), hi <= lo
+
+
+def _advantages(rewards, valid, estimator, eps, baseline, masked, zero_std):
+    """advantages() given _masked's (masked, zero_std)."""
     if estimator == "none":
         return masked, zero_std.squeeze(-1)
     if estimator in METHOD_ESTIMATORS:
@@ -146,10 +162,21 @@ def member_advantages(estimators, rewards: torch.Tensor, valid: torch.Tensor,
     other members' rows; then reinforce_pp's whiten(r) is critic's whiten(r - 0), one computation."""
     if baseline is not None:
         estimators = ["critic" if k == "reinforce_pp" else k for k in estimators]
-    kinds = sorted(set(estimators))
-    adv, zero_std = advantages(rewards, valid, kinds[0], baseline=baseline)
-    for kind in kinds[1:]:
-        use = torch.tensor([k == kind for k in estimators])
-        other, _ = advantages(rewards, valid, kind, baseline=baseline)
-        adv = torch.where(use.view(-1, 1, 1), other, adv)
-    return adv, zero_std
+    kinds = _kinds(tuple(estimators))
+    masked, zero_std = _masked(rewards, valid)        # shared by every estimator
+    for kind, _ in kinds:
+        _check(kind)
+    (first, _), *others = kinds
+    adv, zero_std_p = _advantages(rewards, valid, first, ADV_EPS, baseline, masked, zero_std)
+    for kind, use in others:
+        other, _ = _advantages(rewards, valid, kind, ADV_EPS, baseline, masked, zero_std)
+        adv = torch.where(use, other, adv)
+    return adv, zero_std_p
+
+
+@functools.lru_cache(maxsize=64)
+def _kinds(estimators: tuple) -> list:
+    """The distinct estimators, sorted, each with its members' mask (E, 1, 1) (built once per
+    batch's estimator list, not every iteration)."""
+    return [(kind, torch.tensor([k == kind for k in estimators]).view(-1, 1, 1))
+            for kind in sorted(set(estimators))]

@@ -111,9 +111,15 @@ class LossTerms:
             bool((self.beta_exact > 0).any()), bool((self.beta_sample > 0).any()),
             bool((self.entropy_coef > 0).any()), bool((self.dual_clip > 0).any()),
             bool((self.k_code > 0).any())))
+        # The one sampled estimator every member that estimates uses (None: several), so
+        # sampled_kl computes only it; and whether every member's kl_estimate is its estimate.
+        codes = set(self.k_code.flatten().tolist()) - {0}
+        object.__setattr__(self, "k_single", codes.pop() if len(codes) == 1 else None)
+        object.__setattr__(self, "all_sampled", bool((self.k_code > 0).all()))
 
 
-def sampled_kl(log_ratio: torch.Tensor, k_code: torch.Tensor):
+def sampled_kl(log_ratio: torch.Tensor, k_code: torch.Tensor, single: int | None = None,
+               with_deriv: bool = True):
     """Per-sample KL estimates from log_ratio = log pi(v) - log pi_ref(v) at v ~ pi, and their
     derivatives with respect to log pi(v) (Schulman's k1, k2, k3):
 
@@ -122,7 +128,16 @@ def sampled_kl(log_ratio: torch.Tensor, k_code: torch.Tensor):
         k3 = exp(-log_ratio) + log_ratio - 1      d/dlogp = 1 - exp(-log_ratio)
 
     k_code (E, 1) picks 1, 2 or 3 per member. Returns (value, derivative), each shaped like log_ratio.
+    single: 1, 2 or 3 when every member that matters uses that one (k_code is then ignored and
+    only it is computed, the same values); with_deriv=False returns None as the derivative.
     """
+    if single is not None:
+        if single == 1:
+            return log_ratio, torch.ones_like(log_ratio) if with_deriv else None
+        if single == 2:
+            return 0.5 * log_ratio.square(), log_ratio
+        inv = torch.exp(-log_ratio)
+        return inv + log_ratio - 1, (1 - inv) if with_deriv else None
     inv = torch.exp(-log_ratio)
     value = torch.where(k_code == 1, log_ratio,
                         torch.where(k_code == 2, 0.5 * log_ratio.square(), inv + log_ratio - 1))
@@ -222,7 +237,8 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
     info = {"policy_loss": policy_loss, "n_clip_low": n_low, "n_clip_high": n_high}
     estimated = use_kl and any_estimate
     if estimated:  # a member uses a sampled-token KL estimate, in the loss or in the reward
-        k_value, k_deriv = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code)
+        k_value, k_deriv = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code,
+                                      terms.k_single, use_sample)
         kl_sample = torch.where(weight > 0, weight * k_value, 0.0).sum(1)   # padding: weight 0, any value
         if use_sample:
             # where: another member's estimator must not turn this one's 0 x inf into NaN
@@ -233,8 +249,8 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
     log_ratio = logp - ref_logp
     kl_ctx = (probs * log_ratio).sum(-1, keepdim=True)                      # (E, C, 1)
     info["kl"] = (ctx_weight * kl_ctx.squeeze(-1)).sum(1)
-    info["kl_estimate"] = (torch.where(terms.k_code.squeeze(1) == 0, info["kl"], kl_sample)
-                           if estimated else info["kl"])
+    info["kl_estimate"] = (info["kl"] if not estimated else kl_sample if terms.all_sampled
+                           else torch.where(terms.k_code.squeeze(1) == 0, info["kl"], kl_sample))
     if use_kl and use_exact:
         beta_c = terms.beta_exact.view(-1, 1, 1) * ctx_weight.unsqueeze(-1)  # (E, C, 1)
         dlogits.add_((log_ratio - kl_ctx).mul_(probs).mul_(beta_c))

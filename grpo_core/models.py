@@ -205,14 +205,20 @@ class BatchedAdam:
         self.steps = 0                      # step count while every member takes every step
         self.t: torch.Tensor | None = None  # (E, 1) float64 per-member counts, once they differ
         self._inv_bc2 = self._step_size = None  # bias-correction tables, see _corrections
+        self._table_len = 0
 
     def _corrections(self, t: int):
         """Tables of the bias corrections for step counts 0..>=t, built once (and grown):
         1 / sqrt(1 - b2^t) as float32 (T,), and -lr / (1 - b1^t) as float32 (T, E)."""
-        if self._inv_bc2 is None or t >= len(self._inv_bc2):
-            steps = torch.arange(max(1024, 2 * t), dtype=torch.float64)
+        if t >= self._table_len:
+            self._table_len = max(1024, 2 * t)
+            steps = torch.arange(self._table_len, dtype=torch.float64)
             self._inv_bc2 = ((1 - self.b2 ** steps) ** -0.5).float()
             self._step_size = (-self.lr.T / (1 - self.b1 ** steps).unsqueeze(1)).float()
+            # the fast path's rows: (E, 1) per step, and the float32 factors as Python floats
+            # (a float32 tensor times a Python float multiplies by the same float32 value)
+            self._step_rows = self._step_size.unsqueeze(2)
+            self._inv_bc2_list = self._inv_bc2.tolist()
         return self._inv_bc2, self._step_size
 
     def step(self, grad: torch.Tensor, active: torch.Tensor | None = None) -> None:
@@ -220,8 +226,9 @@ class BatchedAdam:
         b1, b2 = self.b1, self.b2
         if active is None and self.t is None:
             self.steps += 1
-            inv_bc2, step_size = self._corrections(self.steps)
-            inv_bc2, step_size = inv_bc2[self.steps], step_size[self.steps].unsqueeze(1)
+            if self.steps >= self._table_len:
+                self._corrections(self.steps)
+            inv_bc2, step_size = self._inv_bc2_list[self.steps], self._step_rows[self.steps]
             self.m.lerp_(grad, 1 - b1)
             self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
             m, v = self.m, self.v

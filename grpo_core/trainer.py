@@ -135,6 +135,12 @@ class _Members:
         in_reward = [c.kl_placement == "reward" and c.kl_coef > 0 for c in configs]
         self.beta_reward = torch.tensor([c.kl_coef * r for c, r in zip(configs, in_reward)]).view(-1, 1)
         self.reward_k_code = self.terms.k_code * torch.tensor(in_reward).view(-1, 1)
+        # What the KL in the reward needs: the exact KL_c only if a member places it there; one
+        # sampled estimator computed if they all share it; a where only if some member has none.
+        in_codes = {int(k) for k, r in zip(self.reward_k_code.flatten().tolist(), in_reward) if r}
+        self.reward_exact = 0 in in_codes
+        self.reward_single = next(iter(in_codes)) if len(in_codes) == 1 and not self.reward_exact else None
+        self.in_reward = None if all(in_reward) else torch.tensor(in_reward).view(-1, 1)
         self.t_max, self.steps_max = int(self.iterations.max()), int(self.steps.max())
         self.p_max = max(c.prompts for c in configs)
         self.g_max = max(c.group_size for c in configs)
@@ -154,6 +160,7 @@ class _Members:
         self.mb_of_prompt, self.m_max = mb_of_prompt, int(self.minibatches.max())
         self.member_of_prompt = torch.arange(self.n).unsqueeze(1).expand(-1, self.p_max)  # (E, P)
         self.weight = aggregation_weights(self.valid.flatten(1))             # (E, S)
+        self.critic_weight = self.weight[self.critic_rows]                   # (E_c, S)
         self.in_step = [step < self.steps for step in range(self.steps_max)]  # (E,) per step
 
     def step_weights(self, step: int, ctx_weight_mb: torch.Tensor):
@@ -363,7 +370,8 @@ class GRPOTrainer(ResumableTrainer):
             grad = net.backward(params, x1, h1, dlogits)
             if m.any_critic:  # the critic takes its value step on the same (mini)batch
                 rows = m.critic_rows
-                self.critic.step(sample_ctx, returns, old_values, weight[rows],
+                self.critic.step(sample_ctx, returns, old_values,
+                                 m.critic_weight if m.single_minibatch else weight[rows],
                                  None if m.lockstep else (in_run & m.in_step[step])[rows])
             info["grad_norm"] = torch.linalg.vector_norm(grad, dim=1, dtype=torch.float64).float()
             values = torch.stack([info[k] for k in _STEP_RECORD], dim=1)   # (E, R)
@@ -417,7 +425,8 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
         log_ratio = (logp - ref_logp).flatten(-2)
         if log_ratio.dim() == 1:
             log_ratio = log_ratio.expand(n_mem, -1)
-        kl_ctx = (probs * (logp - ref_logp)).sum(-1)                        # (E, C)
+        if m.reward_exact:
+            kl_ctx = (probs * (logp - ref_logp)).sum(-1)                    # (E, C)
 
     def tries(k0: int, k1: int):
         """Prompts (k, E, P), index (k, E, P, G) and rewards (k, E, P, G) of tries k0 .. k1 - 1."""
@@ -431,11 +440,16 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
         rewards = rewards_cv.gather(1, index.transpose(0, 1).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
         if in_reward:
             lr_s = log_ratio.gather(1, index.transpose(0, 1).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
-            k_value, _ = sampled_kl(lr_s, m.reward_k_code.clamp_min(1))
-            exact_value = kl_ctx.gather(1, slot_prompts.transpose(0, 1).flatten(1)).view(
-                n_mem, kb, p_max, 1).expand(-1, -1, -1, g_max).transpose(0, 1).flatten(2)
-            k_value = torch.where(m.reward_k_code == 0, exact_value, k_value)
-            rewards = rewards - m.beta_reward * k_value
+            k_value, _ = sampled_kl(lr_s, m.reward_k_code.clamp_min(1), m.reward_single, False)
+            if m.reward_exact:
+                exact_value = kl_ctx.gather(1, slot_prompts.transpose(0, 1).flatten(1)).view(
+                    n_mem, kb, p_max, 1).expand(-1, -1, -1, g_max).transpose(0, 1).flatten(2)
+                k_value = torch.where(m.reward_k_code == 0, exact_value, k_value)
+                rewards = rewards - m.beta_reward * k_value
+            elif m.in_reward is None:
+                rewards = rewards - m.beta_reward * k_value
+            else:  # members without the KL in their reward keep it as it is (beta 0, any estimate)
+                rewards = torch.where(m.in_reward, rewards - m.beta_reward * k_value, rewards)
         return slot_prompts, index.view(kb, n_mem, p_max, g_max), rewards.reshape(kb, n_mem, p_max, g_max)
 
     if k_max == 1:

@@ -34,20 +34,24 @@ CRITIC_SEED_OFFSET = 7919   # the critic's initialization draws from generator(s
 
 def value_loss_grad(values: torch.Tensor, ctx: torch.Tensor, returns: torch.Tensor,
                     old_values: torch.Tensor, weight: torch.Tensor, vf_coef: torch.Tensor,
-                    clip_value: torch.Tensor, with_loss: bool = True):
+                    clip_value: torch.Tensor, with_loss: bool = True, *,
+                    clip: torch.Tensor | None = None, scale: torch.Tensor | None = None):
     """Clipped value loss and its gradient with respect to the critic's table.
 
     values (E, C) the current V; ctx (E, S) each sample's context; returns, old_values,
     weight (E, S) (weight = valid / number of samples); vf_coef, clip_value (E, 1), clip 0 = off.
+    clip, scale: where(clip_value > 0, clip_value, inf) and weight * vf_coef, if already known.
     Returns (loss (E,) or None without with_loss, dvalues (E, C), clip_frac (E,) or None).
     """
     v = values.gather(1, ctx)                                                # (E, S)
-    clip = torch.where(clip_value > 0, clip_value, torch.inf)
+    if clip is None:
+        clip = torch.where(clip_value > 0, clip_value, torch.inf)
     clipped = torch.clamp(v, old_values - clip, old_values + clip)
     err, err_clipped = v - returns, clipped - returns
     use_clipped = err_clipped.abs() > err.abs()
     # d/dv of the selected branch: the clipped one only moves v when v is inside the clip range
-    dv = torch.where(use_clipped & (clipped != v), 0.0, err).mul_(weight * vf_coef)
+    dv = torch.where(use_clipped & (clipped != v), 0.0, err).mul_(
+        weight * vf_coef if scale is None else scale)
     dvalues = torch.zeros_like(values).scatter_add_(1, ctx, dv)
     if not with_loss:
         return None, dvalues, None
@@ -90,6 +94,8 @@ class Critic:
     def __post_init__(self):
         self.params = self.net.layout.views(self.theta)   # views stay valid: theta moves in place
         self._forward = None                              # (values, hidden) of the current theta
+        self._clip = torch.where(self.clip_value > 0, self.clip_value, torch.inf)
+        self._weight = self._scale = None                 # the last weights and weight * vf_coef
 
     def forward(self):
         """-> (values (E, C), hidden layer for backward), computed once per parameter update."""
@@ -106,8 +112,11 @@ class Critic:
         """One Adam step of the value loss on a batch; returns (loss (E,), clip_frac (E,)), both
         None unless with_loss."""
         values, h1 = self.forward()
+        if weight is not self._weight:  # a trainer passes the same weights step after step
+            self._weight, self._scale = weight, weight * self.vf_coef
         loss, dvalues, clip_frac = value_loss_grad(values, ctx, returns, old_values, weight,
-                                                   self.vf_coef, self.clip_value, with_loss)
+                                                   self.vf_coef, self.clip_value, with_loss,
+                                                   clip=self._clip, scale=self._scale)
         self.opt.step(self.net.backward(self.params, self.x1, h1, dvalues.unsqueeze(-1)), active)
         self._forward = None
         return loss, clip_frac
