@@ -207,6 +207,15 @@ class BatchedAdam:
         self._inv_bc2 = self._step_size = None  # bias-correction tables, see _corrections
         self._table_len = 0
 
+    def subset(self, theta: torch.Tensor, rows: slice) -> "BatchedAdam":
+        """This optimizer for the members `rows` only, on their parameters `theta` (a copy of
+        those rows): the same moments, step counts and learning rates, so the same updates."""
+        opt = BatchedAdam(theta, self.lr[rows].squeeze(1), (self.b1, self.b2), self.eps)
+        opt.lr = self.lr[rows]
+        opt.m, opt.v, opt.steps = self.m[rows].clone(), self.v[rows].clone(), self.steps
+        opt.t = None if self.t is None else self.t[rows].clone()
+        return opt
+
     def _corrections(self, t: int):
         """Tables of the bias corrections for step counts 0..>=t, built once (and grown):
         1 / sqrt(1 - b2^t) as float32 (T,), and -lr / (1 - b1^t) as float32 (T, E)."""

@@ -118,13 +118,14 @@ def dpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, chosen: torch.Te
     return g - g.sum(-1, keepdim=True) * logp.exp(), loss, u
 
 
-def _dpo_grad(logp, ref_flat, chosen, rejected, beta_col, weight):
-    """dpo_logits_grad's gradient and margins, in the fewest operations (the training loop's)."""
+def _dpo_grad(logp, ref_flat, chosen, rejected, beta_col, weight, probs=None):
+    """dpo_logits_grad's gradient and margins, in the fewest operations (the training loop's).
+    probs: logp.exp(), if already computed."""
     h = logp.flatten(1) - ref_flat
     u = beta_col * (h.gather(1, chosen) - h.gather(1, rejected))
     du = torch.sigmoid(-u).mul_(weight).mul_(-beta_col)
     g = torch.zeros_like(h).scatter_add_(1, chosen, du).scatter_add_(1, rejected, -du).view_as(logp)
-    return g.sub_(g.sum(-1, keepdim=True) * logp.exp()), u
+    return g.sub_(g.sum(-1, keepdim=True) * (logp.exp() if probs is None else probs)), u
 
 
 def preference_probs(true_reward: torch.Tensor) -> torch.Tensor:
@@ -196,12 +197,21 @@ class _Policies:
         self.x1 = self.net.inputs(problem.contexts, n)
         self.opt = BatchedAdam(self.theta, lr)
 
-    def forward(self):
+    def forward(self, out: torch.Tensor | None = None):
+        """(log pi (E, C, V), written into `out` if given, hidden layer for backward)."""
         logits, h1 = self.net.forward(self.params, self.x1)
-        return torch.log_softmax(logits, -1), h1
+        return torch.log_softmax(logits, -1, out=out), h1
 
     def step(self, h1, dlogits, active=None):
         self.opt.step(self.net.backward(self.params, self.x1, h1, dlogits), active)
+
+    def keep(self, rows: slice) -> None:
+        """Go on with the members `rows` only (the others have finished): the same per-member
+        arithmetic on fewer rows."""
+        self.theta = self.theta[rows].clone()
+        self.params = self.net.layout.views(self.theta)
+        self.x1 = self.x1[rows]
+        self.opt = self.opt.subset(self.theta, rows)
 
 
 def _results(problem, sft, policies, configs, logp_hist, columns, rm_table):
@@ -259,6 +269,13 @@ def _draw_online(gens, configs, rows, start, n_ctx, p_max):
     return ctx, u
 
 
+def _rows(rows: list[int]):
+    """Row indices as a slice when they are contiguous (basic indexing is cheaper), else a tensor."""
+    if rows and rows[-1] - rows[0] + 1 == len(rows):
+        return slice(rows[0], rows[-1] + 1)
+    return torch.tensor(rows, dtype=torch.long)
+
+
 def train_dpo_runs(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig | None,
                    rm_table: torch.Tensor | None,
                    configs: Sequence[DPOConfig | OnlineDPOConfig]) -> list[DPOResult]:
@@ -288,36 +305,48 @@ def train_dpo_runs(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig |
     pol = _Policies(problem, sft, torch.tensor([c.lr for c in configs]))
     gens = {e: generator(configs[e].seed) for e in rows_on}
     p_on = max((configs[e].prompts for e in rows_on), default=0)
-    on_index = torch.tensor(rows_on, dtype=torch.long)
+    on = _rows(rows_on)
+    t_on = max((configs[e].iterations for e in rows_on), default=0)   # online sampling until then
     rm_flat = rm_table.reshape(-1) if rm_table is not None else None
     logp_hist = torch.empty(t_max + 1, n, n_ctx, vocab)
-    margins = torch.empty(t_max, n, b_max)
+    margins = torch.zeros(t_max, n, b_max)
     # Every member steps every time (Adam's fast path); a member's weights are kept when it
-    # reaches its own step count, and whatever it does after that is discarded.
+    # reaches its own step count, and whatever it does after that is discarded. Once the
+    # online members are done, members that have finished are dropped when the ones left are
+    # contiguous rows `live` (offline DPO's later epochs then train alone).
     final_theta = pol.theta.clone()
     ends = {}
     for e in range(n):
         ends.setdefault(int(steps[e]), []).append(e)
-    logp, h1 = pol.forward()
-    logp_hist[0] = logp
+    live, weight_live = slice(0, n), weight
+    logp, h1 = pol.forward(out=logp_hist[0])
     for t in range(t_max):
-        w_t, l_t = chosen[t], rejected[t]
-        if rows_on:
+        w_t, l_t = chosen[t, live], rejected[t, live]
+        probs = logp.exp()
+        if t < t_on:  # rows_on are then within `live`, which is every row
             if t % CHUNK == 0:
                 ctx_chunk, u_chunk = _draw_online(gens, configs, rows_on, t, n_ctx, p_on)
             ctx = ctx_chunk[t % CHUNK]                                              # (R, P)
-            probs = logp[on_index].exp().gather(1, ctx.unsqueeze(-1).expand(-1, -1, vocab))
-            idx = ctx.unsqueeze(-1) * vocab + sample_categorical(probs, u_chunk[t % CHUNK])  # (R, P, 2)
-            first_wins = rm_flat[idx[..., 0]] >= rm_flat[idx[..., 1]]
-            w_t[on_index, :p_on] = torch.where(first_wins, idx[..., 0], idx[..., 1])
-            l_t[on_index, :p_on] = torch.where(first_wins, idx[..., 1], idx[..., 0])
-        dlogits, u = _dpo_grad(logp, ref_flat, w_t, l_t, beta_col, weight)
+            idx = ctx.unsqueeze(-1) * vocab + sample_categorical(
+                probs[on].gather(1, ctx.unsqueeze(-1).expand(-1, -1, vocab)), u_chunk[t % CHUNK])
+            first, second = idx.unbind(-1)                                          # (R, P) each
+            score_first, score_second = rm_flat[idx].unbind(-1)
+            first_wins = score_first >= score_second
+            w_t[on, :p_on] = torch.where(first_wins, first, second)
+            l_t[on, :p_on] = torch.where(first_wins, second, first)
+        dlogits, margins[t, live] = _dpo_grad(logp, ref_flat, w_t, l_t, beta_col, weight_live, probs)
         pol.step(h1, dlogits)
-        margins[t] = u
-        logp, h1 = pol.forward()
-        logp_hist[t + 1] = logp
-        for e in ends.get(t + 1, ()):
-            final_theta[e] = pol.theta[e]
+        logp, h1 = pol.forward(out=logp_hist[t + 1, live])
+        if t + 1 in ends:
+            for e in ends[t + 1]:
+                final_theta[e] = pol.theta[e - live.start]
+            left = [e for e in range(live.start, live.stop) if steps[e] > t + 1]
+            if t + 1 >= t_on and left and left[-1] - left[0] + 1 == len(left) < live.stop - live.start:
+                rows = slice(left[0] - live.start, left[-1] + 1 - live.start)
+                live = slice(left[0], left[-1] + 1)
+                pol.keep(rows)
+                h1, weight_live, beta_col = h1[rows], weight_live[rows], beta_col[rows]
+                logp = logp_hist[t + 1, live]
     pol.theta = final_theta
     loss_hist = (F.softplus(-margins) * weight).sum(-1)                      # (T, E)
     acc_hist = ((margins > 0) * weight).sum(-1)
