@@ -281,8 +281,7 @@ class GRPOTrainer(ResumableTrainer):
     def _observe(self) -> None:
         """Record the current policy as the exact-metrics row of iteration `self.iteration`."""
         it, row = self.iteration, self.iteration % self.chunk
-        logp = torch.log_softmax(self.logits, -1)                           # (E, C, V)
-        self.logp_buf[row] = logp
+        logp = torch.log_softmax(self.logits, -1, out=self.logp_buf[row])   # (E, C, V)
         if not self.diverged and bool(torch.isfinite(logp).all()):
             self.good_theta.copy_(self.theta)
             self.good_logp.copy_(logp)
@@ -354,7 +353,7 @@ class GRPOTrainer(ResumableTrainer):
                                         m.m_max, n_ctx)
 
         # epochs x minibatches clipped policy-gradient steps on this batch.
-        record = torch.zeros(n_mem, len(_STEP_RECORD))
+        record = None if m.lockstep else torch.zeros(n_mem, len(_STEP_RECORD))
         weight, ctx_weight = m.weight, ctx_weight_mb[:, 0]
         in_run = it < m.iterations
         h1 = self.h1
@@ -377,7 +376,7 @@ class GRPOTrainer(ResumableTrainer):
             values = torch.stack([info[k] for k in _STEP_RECORD], dim=1)   # (E, R)
             if m.lockstep:
                 self.opt.step(grad)
-                record += values
+                record = values if record is None else record + values
             else:  # members past their own steps or iterations sit this step out
                 active = in_run & m.in_step[step]
                 self.opt.step(grad, active)

@@ -35,23 +35,26 @@ CRITIC_SEED_OFFSET = 7919   # the critic's initialization draws from generator(s
 def value_loss_grad(values: torch.Tensor, ctx: torch.Tensor, returns: torch.Tensor,
                     old_values: torch.Tensor, weight: torch.Tensor, vf_coef: torch.Tensor,
                     clip_value: torch.Tensor, with_loss: bool = True, *,
-                    clip: torch.Tensor | None = None, scale: torch.Tensor | None = None):
+                    bounds: tuple | None = None, scale: torch.Tensor | None = None):
     """Clipped value loss and its gradient with respect to the critic's table.
 
     values (E, C) the current V; ctx (E, S) each sample's context; returns, old_values,
     weight (E, S) (weight = valid / number of samples); vf_coef, clip_value (E, 1), clip 0 = off.
-    clip, scale: where(clip_value > 0, clip_value, inf) and weight * vf_coef, if already known.
+    bounds, scale: (old_values - clip, old_values + clip) with clip = clip_value, or inf where it
+    is 0, and weight * vf_coef, if already known.
     Returns (loss (E,) or None without with_loss, dvalues (E, C), clip_frac (E,) or None).
     """
     v = values.gather(1, ctx)                                                # (E, S)
-    if clip is None:
+    if bounds is None:
         clip = torch.where(clip_value > 0, clip_value, torch.inf)
-    clipped = torch.clamp(v, old_values - clip, old_values + clip)
+        bounds = (old_values - clip, old_values + clip)
+    clipped = torch.clamp(v, *bounds)
     err, err_clipped = v - returns, clipped - returns
     use_clipped = err_clipped.abs() > err.abs()
-    # d/dv of the selected branch: the clipped one only moves v when v is inside the clip range
-    dv = torch.where(use_clipped & (clipped != v), 0.0, err).mul_(
-        weight * vf_coef if scale is None else scale)
+    # d/dv of the selected branch: the clipped one only moves v when v is inside the clip range,
+    # and then clipped = v, so err_clipped = err and use_clipped is False: the gradient is err
+    # wherever use_clipped is False, and 0 where it is True
+    dv = torch.where(use_clipped, 0.0, err).mul_(weight * vf_coef if scale is None else scale)
     dvalues = torch.zeros_like(values).scatter_add_(1, ctx, dv)
     if not with_loss:
         return None, dvalues, None
@@ -96,6 +99,7 @@ class Critic:
         self._forward = None                              # (values, hidden) of the current theta
         self._clip = torch.where(self.clip_value > 0, self.clip_value, torch.inf)
         self._weight = self._scale = None                 # the last weights and weight * vf_coef
+        self._old_values = self._bounds = None            # the last V_old and its clip range
 
     def forward(self):
         """-> (values (E, C), hidden layer for backward), computed once per parameter update."""
@@ -112,11 +116,14 @@ class Critic:
         """One Adam step of the value loss on a batch; returns (loss (E,), clip_frac (E,)), both
         None unless with_loss."""
         values, h1 = self.forward()
-        if weight is not self._weight:  # a trainer passes the same weights step after step
+        # a trainer passes the same weights step after step, and the same V_old every epoch
+        if weight is not self._weight:
             self._weight, self._scale = weight, weight * self.vf_coef
+        if old_values is not self._old_values:
+            self._old_values, self._bounds = old_values, (old_values - self._clip, old_values + self._clip)
         loss, dvalues, clip_frac = value_loss_grad(values, ctx, returns, old_values, weight,
                                                    self.vf_coef, self.clip_value, with_loss,
-                                                   clip=self._clip, scale=self._scale)
+                                                   bounds=self._bounds, scale=self._scale)
         self.opt.step(self.net.backward(self.params, self.x1, h1, dvalues.unsqueeze(-1)), active)
         self._forward = None
         return loss, clip_frac
