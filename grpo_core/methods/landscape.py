@@ -159,9 +159,10 @@ def param_counts(up: Upstream, critic_hidden: int | None = None) -> dict[str, in
 
 
 def _history(h: pd.DataFrame, responses_column: str = "responses") -> pd.DataFrame:
-    out = h.rename(columns={"samples": "responses"}) if "samples" in h else h
-    return out[[c for c in HISTORY_COLUMNS if c in out] +
-                [c for c in out.columns if c not in HISTORY_COLUMNS]]
+    columns = ["responses" if c == "samples" else c for c in h.columns]
+    order = [c for c in HISTORY_COLUMNS if c in columns] + [c for c in columns if c not in HISTORY_COLUMNS]
+    out = h.set_axis(columns, axis=1)         # a new frame without copying (rename copies)
+    return out if columns == order else out[order]
 
 
 def _work(run) -> float:
