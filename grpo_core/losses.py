@@ -201,7 +201,7 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
                      old_logp: torch.Tensor, adv: torch.Tensor, weight: torch.Tensor,
                      ctx_weight: torch.Tensor, clip_eps: torch.Tensor, kl_coef: torch.Tensor,
                      first_epoch: bool = False, use_kl: bool = True,
-                     terms: LossTerms | None = None):
+                     terms: LossTerms | None = None, probs: torch.Tensor | None = None):
     """d grpo_loss / d logits (E, C, V), by hand, and the same info as grpo_loss.
 
     Surrogate: d obj_s / d logp_s = A_s rho_s where the unclipped term is the one selected, else 0
@@ -210,10 +210,12 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
     Entropy: d H_c / d logits[c, v] = -pi(v|c) (log pi(v|c) + H_c).
     With first_epoch the policy is still the one that sampled the batch: rho = 1, nothing is
     clipped. use_kl=False skips every KL term (kl_coef = 0 in every member).
+    probs: logp.exp(), if already computed.
     """
     terms = terms or LossTerms.simple(clip_eps, kl_coef)
     use_exact, use_sample, use_entropy, use_dual, any_estimate = terms.flags
-    probs = logp.exp()
+    if probs is None:
+        probs = logp.exp()
     wa = weight * adv                                                       # (E, S)
     if first_epoch:
         new_logp = old_logp

@@ -149,6 +149,7 @@ class _Members:
         self.valid_p = torch.arange(self.p_max) < prompts.unsqueeze(1)                 # (E, P)
         self.valid = self.valid_p.unsqueeze(-1) & (torch.arange(self.g_max) < group.view(-1, 1, 1))
         self.n_samples = self.valid.flatten(1).sum(1)                                  # (E,)
+        self.n_samples_float = self.n_samples.float()
         self.greedy_samples = prompts * self.remax                                     # (E,)
         self.lockstep = bool((self.iterations == self.t_max).all() and (self.steps == self.steps_max).all())
         # Minibatch m of a member holds its prompts p with p * M // P == m (as equal as possible).
@@ -272,6 +273,7 @@ class GRPOTrainer(ResumableTrainer):
         self.end = m.t_max                          # where the batch stops (earlier on request or divergence)
         self.diverged = False
         self.logits, self.h1 = self.net.forward(self.params, self.x1)
+        self.row_start = torch.arange(n_ctx) * vocab                # flat index c * V of (c, 0)
         self._observe()
 
     def _after_iteration(self) -> None:
@@ -328,12 +330,13 @@ class GRPOTrainer(ResumableTrainer):
         ref_logp = self.ref_logp
 
         # Sample the groups and score them: no gradient flows through this block.
+        probs = logp.exp()
         prompts, index, rewards, generated = _sample_groups(
-            m, logp, self.rewards_cv, ref_logp, self.prompts_chunk[row], self.u_chunk[row])
+            m, logp, self.rewards_cv, ref_logp, self.prompts_chunk[row], self.u_chunk[row], probs)
         old_logp = logp.flatten(1).gather(1, index)                         # (E, S)
         baseline = None
         if m.any_remax:  # the greedy response's reward per prompt (no KL: a score, as in ReMax)
-            greedy = torch.arange(n_ctx) * self.problem.vocab_size + logp.argmax(-1)   # (E, C)
+            greedy = self.row_start + logp.argmax(-1)                                  # (E, C)
             greedy_reward = self.rewards_cv.gather(1, greedy).gather(1, prompts)       # (E, P)
             baseline = torch.where(m.remax.view(-1, 1), greedy_reward, 0.0)   # 0 on other rows
             generated = generated + m.greedy_samples
@@ -355,17 +358,18 @@ class GRPOTrainer(ResumableTrainer):
         # epochs x minibatches clipped policy-gradient steps on this batch.
         record = None if m.lockstep else torch.zeros(n_mem, len(_STEP_RECORD))
         weight, ctx_weight = m.weight, ctx_weight_mb[:, 0]
-        in_run = it < m.iterations
+        in_run = None if m.lockstep else it < m.iterations
         h1 = self.h1
         for step in range(m.steps_max):
             if step:
                 logits, h1 = net.forward(params, x1)
                 logp = torch.log_softmax(logits, -1)
+                probs = None
             if not m.single_minibatch:
                 weight, ctx_weight = m.step_weights(step, ctx_weight_mb)
             dlogits, info = grpo_logits_grad(logp, ref_logp, index, old_logp, adv, weight,
                                              ctx_weight, None, m.kl_coef, step == 0, m.use_kl,
-                                             terms=m.terms)
+                                             terms=m.terms, probs=probs)
             grad = net.backward(params, x1, h1, dlogits)
             if m.any_critic:  # the critic takes its value step on the same (mini)batch
                 rows = m.critic_rows
@@ -410,18 +414,20 @@ class GRPOTrainer(ResumableTrainer):
         return results
 
 
-def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
+def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u, probs=None):
     """Draw each member's groups from the policy and score them.
 
     logp (E, C, V); prompts (K, E, P) and u (K, E, P, G) the members' draws for K tries per slot.
     With dynamic sampling (K > 1), a slot takes its first try whose rewards are not all equal, or
     its last allowed try; tries are scored in blocks of at most TRY_BYTES, and only until every
     slot has chosen. With the KL placed in the reward, r <- r - beta * k(v) (exact: KL_c).
+    probs: logp.exp(), if already computed.
     Returns prompts (E, P), index (E, S), rewards (E, P, G), generated (E,).
     """
     n_mem, vocab = logp.shape[0], logp.shape[-1]
     k_max, p_max, g_max = u.shape[0], u.shape[2], u.shape[3]
-    probs = logp.exp()
+    if probs is None:
+        probs = logp.exp()
     in_reward = bool((m.beta_reward > 0).any())
     if in_reward:
         log_ratio = (logp - ref_logp).flatten(-2)
@@ -429,6 +435,29 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
             log_ratio = log_ratio.expand(n_mem, -1)
         if m.reward_exact:
             kl_ctx = (probs * (logp - ref_logp)).sum(-1)                    # (E, C)
+
+    def with_kl(rewards, index, exact_value):
+        """rewards - beta * k at the samples `index` (E, S) or (k E, S) for the members with the
+        KL in the reward; exact_value() gives KL_c at each sample, called only if needed."""
+        lr_s = log_ratio.gather(1, index)
+        k_value, _ = sampled_kl(lr_s, m.reward_k_code.clamp_min(1), m.reward_single, False)
+        if m.reward_exact:
+            k_value = torch.where(m.reward_k_code == 0, exact_value(), k_value)
+            return rewards - m.beta_reward * k_value
+        if m.in_reward is None:
+            return rewards - m.beta_reward * k_value
+        # members without the KL in their reward keep it as it is (beta 0, any estimate)
+        return torch.where(m.in_reward, rewards - m.beta_reward * k_value, rewards)
+
+    if k_max == 1:  # one try per slot (no dynamic sampling): no try dimension at all
+        slot_prompts, u1 = prompts[0], u[0]                                 # (E, P), (E, P, G)
+        tokens = sample_categorical(probs.gather(1, slot_prompts.unsqueeze(-1).expand(-1, -1, vocab)), u1)
+        index = (slot_prompts.unsqueeze(-1) * vocab + tokens).flatten(1)    # (E, S)
+        rewards = rewards_cv.gather(1, index)
+        if in_reward:
+            rewards = with_kl(rewards, index, lambda: kl_ctx.gather(1, slot_prompts).unsqueeze(-1).expand(
+                -1, -1, g_max).flatten(1))
+        return slot_prompts, index, rewards.view(n_mem, p_max, g_max), m.n_samples_float
 
     def tries(k0: int, k1: int):
         """Prompts (k, E, P), index (k, E, P, G) and rewards (k, E, P, G) of tries k0 .. k1 - 1."""
@@ -441,22 +470,11 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u):
         index = (flat_prompts.unsqueeze(-1) * vocab + tokens).view(kb, n_mem, p_max * g_max)
         rewards = rewards_cv.gather(1, index.transpose(0, 1).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
         if in_reward:
-            lr_s = log_ratio.gather(1, index.transpose(0, 1).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
-            k_value, _ = sampled_kl(lr_s, m.reward_k_code.clamp_min(1), m.reward_single, False)
-            if m.reward_exact:
-                exact_value = kl_ctx.gather(1, slot_prompts.transpose(0, 1).flatten(1)).view(
-                    n_mem, kb, p_max, 1).expand(-1, -1, -1, g_max).transpose(0, 1).flatten(2)
-                k_value = torch.where(m.reward_k_code == 0, exact_value, k_value)
-                rewards = rewards - m.beta_reward * k_value
-            elif m.in_reward is None:
-                rewards = rewards - m.beta_reward * k_value
-            else:  # members without the KL in their reward keep it as it is (beta 0, any estimate)
-                rewards = torch.where(m.in_reward, rewards - m.beta_reward * k_value, rewards)
+            flat_index = index.transpose(0, 1).flatten(1)                   # (E, k S)
+            rewards = with_kl(rewards.transpose(0, 1).flatten(1), flat_index, lambda: kl_ctx.gather(
+                1, slot_prompts.transpose(0, 1).flatten(1)).view(n_mem, kb * p_max, 1).expand(
+                -1, -1, g_max).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
         return slot_prompts, index.view(kb, n_mem, p_max, g_max), rewards.reshape(kb, n_mem, p_max, g_max)
-
-    if k_max == 1:
-        slot_prompts, index, rewards = tries(0, 1)
-        return slot_prompts[0], index[0].flatten(1), rewards[0], m.n_samples.float()
     # Tries are scored a block at a time (the block sized by bytes), and only until every slot
     # has chosen, so the temporaries stay bounded whatever K.
     block = max(1, min(k_max, TRY_BYTES // (n_mem * p_max * g_max * 8)))
