@@ -201,7 +201,8 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
                      old_logp: torch.Tensor, adv: torch.Tensor, weight: torch.Tensor,
                      ctx_weight: torch.Tensor, clip_eps: torch.Tensor, kl_coef: torch.Tensor,
                      first_epoch: bool = False, use_kl: bool = True,
-                     terms: LossTerms | None = None, probs: torch.Tensor | None = None):
+                     terms: LossTerms | None = None, probs: torch.Tensor | None = None,
+                     ref_at: torch.Tensor | None = None):
     """d grpo_loss / d logits (E, C, V), by hand, and the same info as grpo_loss.
 
     Surrogate: d obj_s / d logp_s = A_s rho_s where the unclipped term is the one selected, else 0
@@ -210,7 +211,7 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
     Entropy: d H_c / d logits[c, v] = -pi(v|c) (log pi(v|c) + H_c).
     With first_epoch the policy is still the one that sampled the batch: rho = 1, nothing is
     clipped. use_kl=False skips every KL term (kl_coef = 0 in every member).
-    probs: logp.exp(), if already computed.
+    probs: logp.exp(), and ref_at: log pi_ref at the samples (E, S), if already computed.
     """
     terms = terms or LossTerms.simple(clip_eps, kl_coef)
     use_exact, use_sample, use_entropy, use_dual, any_estimate = terms.flags
@@ -239,8 +240,9 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
     info = {"policy_loss": policy_loss, "n_clip_low": n_low, "n_clip_high": n_high}
     estimated = use_kl and any_estimate
     if estimated:  # a member uses a sampled-token KL estimate, in the loss or in the reward
-        k_value, k_deriv = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code,
-                                      terms.k_single, use_sample)
+        if ref_at is None:
+            ref_at = _at_samples(ref_logp, index)
+        k_value, k_deriv = sampled_kl(new_logp - ref_at, terms.k_code, terms.k_single, use_sample)
         kl_sample = torch.where(weight > 0, weight * k_value, 0.0).sum(1)   # padding: weight 0, any value
         if use_sample:
             # where: another member's estimator must not turn this one's 0 x inf into NaN

@@ -30,7 +30,8 @@ import torch
 
 from .advantages import member_advantages
 from .config import GRPOConfig, check_budget
-from .losses import LossTerms, aggregation_weights, context_weights, grpo_logits_grad, sampled_kl
+from .losses import (LossTerms, _at_samples, aggregation_weights, context_weights, grpo_logits_grad,
+                     sampled_kl)
 from .metrics import policy_metrics
 from .models import BatchedAdam
 from .problem import Problem
@@ -359,6 +360,8 @@ class GRPOTrainer(ResumableTrainer):
         record = None if m.lockstep else torch.zeros(n_mem, len(_STEP_RECORD))
         weight, ctx_weight = m.weight, ctx_weight_mb[:, 0]
         in_run = None if m.lockstep else it < m.iterations
+        # log pi_ref at the samples, the same every step (for the sampled KL estimate)
+        ref_at = _at_samples(ref_logp, index) if m.use_kl and m.terms.flags[4] else None
         h1 = self.h1
         for step in range(m.steps_max):
             if step:
@@ -369,7 +372,7 @@ class GRPOTrainer(ResumableTrainer):
                 weight, ctx_weight = m.step_weights(step, ctx_weight_mb)
             dlogits, info = grpo_logits_grad(logp, ref_logp, index, old_logp, adv, weight,
                                              ctx_weight, None, m.kl_coef, step == 0, m.use_kl,
-                                             terms=m.terms, probs=probs)
+                                             terms=m.terms, probs=probs, ref_at=ref_at)
             grad = net.backward(params, x1, h1, dlogits)
             if m.any_critic:  # the critic takes its value step on the same (mini)batch
                 rows = m.critic_rows

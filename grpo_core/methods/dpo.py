@@ -118,12 +118,12 @@ def dpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, chosen: torch.Te
     return g - g.sum(-1, keepdim=True) * logp.exp(), loss, u
 
 
-def _dpo_grad(logp, ref_flat, chosen, rejected, beta_col, weight, probs=None):
+def _dpo_grad(logp, ref_flat, chosen, rejected, beta_col, weight, probs=None, neg_beta=None):
     """dpo_logits_grad's gradient and margins, in the fewest operations (the training loop's).
-    probs: logp.exp(), if already computed."""
+    probs: logp.exp(), neg_beta: -beta_col, if already computed."""
     h = logp.flatten(1) - ref_flat
     u = beta_col * (h.gather(1, chosen) - h.gather(1, rejected))
-    du = torch.sigmoid(-u).mul_(weight).mul_(-beta_col)
+    du = torch.sigmoid(-u).mul_(weight).mul_(-beta_col if neg_beta is None else neg_beta)
     g = torch.zeros_like(h).scatter_add_(1, chosen, du).scatter_add_(1, rejected, -du).view_as(logp)
     return g.sub_(g.sum(-1, keepdim=True) * (logp.exp() if probs is None else probs)), u
 
@@ -318,7 +318,7 @@ def train_dpo_runs(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig |
     ends = {}
     for e in range(n):
         ends.setdefault(int(steps[e]), []).append(e)
-    live, weight_live = slice(0, n), weight
+    live, weight_live, neg_beta = slice(0, n), weight, -beta_col
     logp, h1 = pol.forward(out=logp_hist[0])
     for t in range(t_max):
         w_t, l_t = chosen[t, live], rejected[t, live]
@@ -334,7 +334,8 @@ def train_dpo_runs(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig |
             first_wins = score_first >= score_second
             w_t[on, :p_on] = torch.where(first_wins, first, second)
             l_t[on, :p_on] = torch.where(first_wins, second, first)
-        dlogits, margins[t, live] = _dpo_grad(logp, ref_flat, w_t, l_t, beta_col, weight_live, probs)
+        dlogits, margins[t, live] = _dpo_grad(logp, ref_flat, w_t, l_t, beta_col, weight_live, probs,
+                                              neg_beta)
         pol.step(h1, dlogits)
         logp, h1 = pol.forward(out=logp_hist[t + 1, live])
         if t + 1 in ends:
@@ -346,6 +347,7 @@ def train_dpo_runs(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig |
                 live = slice(left[0], left[-1] + 1)
                 pol.keep(rows)
                 h1, weight_live, beta_col = h1[rows], weight_live[rows], beta_col[rows]
+                neg_beta = -beta_col
                 logp = logp_hist[t + 1, live]
     pol.theta = final_theta
     loss_hist = (F.softplus(-margins) * weight).sum(-1)                      # (T, E)
