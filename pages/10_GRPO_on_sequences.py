@@ -3,7 +3,7 @@ import streamlit as st
 
 from grpo_core import seed_configs
 from grpo_core.sequence import SeqGRPOConfig, sample_responses_text, top_responses
-from ui import charts, controls, live, navigation, seq, views
+from ui import charts, controls, lab, live, navigation, seq, views
 
 SETTINGS = controls.PageSettings("GRPO on sequences", (*seq.run_settings("seq"), *seq.upstream_settings()))
 navigation.page(SETTINGS)
@@ -72,3 +72,4 @@ st.caption(f"Per context, exact, under seed {seed}'s final policy.")
 
 st.header("Share")
 live.share_link(())
+lab.trl_export(cfg, up_configs[0])

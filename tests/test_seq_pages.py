@@ -62,6 +62,9 @@ def test_sequence_grpo_settings_from_the_url():
     assert at.selectbox(key="seq_view_seed").options == ["0", "1"]
     assert any("L = 4" in c.value for c in at.caption)
     assert len(charts(at)) == 13
+    trl = at.code[-1].value             # the TRL export: the page's settings, as TRL arguments
+    assert all(arg in trl for arg in ("loss_type='dr_grpo'", "mask_truncated_completions=True",
+                                      "max_completion_length=4", "max_steps=30"))
 
 
 @pytest.mark.parametrize("state, field", [
