@@ -1,11 +1,12 @@
 """Configuration of the sequence engine: the task, SFT, the reward model and a GRPO run.
 
-Every field is declared with grpo_core.config.knob, so the CLI's flags (and later the pages'
-widgets) come from these dataclasses, as for the one-token engine.
+Every field is declared with grpo_core.config.knob, so the CLI's flags and the pages' widgets come
+from these dataclasses, as for the one-token engine; the knobs both engines share are declared once,
+in grpo_core.config.PolicyOptimizationConfig, which SeqGRPOConfig extends.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..config import (KL_PLACEMENTS, MAX_WORK_PER_REQUEST, ConfigError, PolicyOptimizationConfig,  # noqa: F401
                       _Validated, knob, knob_default)
