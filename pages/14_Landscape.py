@@ -35,10 +35,14 @@ st.header("The table, measured")
 st.info(view.winner)
 st.dataframe(view.shown, hide_index=True, column_config=land.table_formats())
 st.caption(f"{n_seeds} seeds per method. Final true reward: mean over seeds (the band: 10th–90th percentile). "
-           "Networks in memory: policy, reference, reward model, critic as each method needs them; parameters "
-           "trained: every network the method trains (the reward model counts for the methods that need one). "
-           "Seconds: measured on this machine while training, each method's share of its batch. "
-           "Responses to 90% of gain: when the mean over seeds first reaches SFT + 90% of its final gain.")
+           "Responses to 90% of gain: when the mean over seeds first reaches SFT + 90% of its final gain. "
+           "Seconds: measured on this machine while training, each method's share of its batch.")
+st.subheader("What each method needs")
+st.dataframe(view.needs, hide_index=True, column_config=land.table_formats())
+st.caption("Networks: held in memory while the policy trains (policy, reference, reward model, critic, as each "
+           "method needs them). Online: learns from responses it generates; offline DPO learns from fixed pairs. "
+           "Parameters trained: every network the method trains (the reward model counts for the methods that need "
+           "one). Reward queries: reward evaluations per iteration, one per response generated.")
 
 st.header("Learning curves")
 if view.online_charts:
@@ -59,7 +63,5 @@ st.markdown(f"With the KL placed differently, exact gradient ascent on E[r_RM] �
             "exact expected gradients) converges to different policies. The k1 penalty in the reward (PPO-RLHF, "
             "REINFORCE++) targets π_ref·exp(r/β)/Z; the k3 estimator in the loss (GRPO as in DeepSeekMath, TRL) "
             "targets the reverse KL's optimum instead.")
-st.dataframe(view.placements, hide_index=True, column_config={
-    c: st.column_config.NumberColumn(format="%.4f") for c in view.placements.columns
-    if view.placements[c].dtype.kind == "f"})
+st.table(view.placements_shown)
 st.markdown(view.placements_text)

@@ -44,7 +44,11 @@ def test_page_renders(page):
     shown = at.dataframe[0].value
     assert list(shown["method"]) == list(table["label"])
     np.testing.assert_allclose(shown["final true reward"], table["true_reward"], rtol=1e-6)
-    assert len(at.table) == 1 and len(at.dataframe) == 2       # the measured table, the KL placements
+    needs = at.dataframe[1].value.set_index("method")
+    assert list(needs.index) == list(table["label"])
+    assert needs.loc["PPO + RLVR", "networks"] == 3 and needs.loc["GRPO", "networks"] == 3
+    assert needs.loc["DPO", "reward queries / iteration"] == 0 and needs.loc["GRPO", "responses / iteration"] == 64
+    assert len(at.dataframe) == 2 and len(at.table) == 2      # when to use what, the KL placements
 
 
 def test_winner_sentence_matches_the_results(page):
@@ -89,13 +93,14 @@ def test_kl_plane_sentence_matches_the_optimum(page, upstream):
 
 def test_kl_placements_name_their_targets(page, upstream):
     at, *_ = page
-    fixed = at.dataframe[1].value.set_index("placement")
+    fixed = at.table[1].value
     assert fixed.loc["k1_reward", "its expected gradient is that of"] == "KL(pi || pi_ref)"
     assert fixed.loc["exact_loss", "its expected gradient is that of"] == "KL(pi || pi_ref)"
     assert fixed.loc["k3_loss", "its expected gradient is that of"] == "KL(pi_ref || pi)"
     assert fixed.loc["k1_loss", "its expected gradient is that of"] == "nothing (zero on average)"
     text = [m.value for m in at.markdown if m.value.startswith("k3 in the loss")][0]
-    assert f"true reward {fixed.loc['k3_loss', 'true reward there']:.4f}" in text
+    assert f"true reward {fixed.loc['k3_loss', 'true reward there']}" in text
+    assert float(fixed.loc["k3_loss", "true reward there"]) != float(fixed.loc["k1_reward", "true reward there"])
 
 
 def test_reverse_kl_optimum_is_a_fixed_point(upstream):

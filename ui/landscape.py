@@ -74,28 +74,37 @@ def train(up: Upstream, methods: Sequence[str], seeds: int, responses: int) -> L
 
 # ---------------------------------------------------------------- the table
 
+# The measured table in two parts, each narrow enough to read without scrolling: what each
+# method reaches, and what it needs.
 TABLE_COLUMNS = {
     "label": "method", "true_reward": "final true reward", "band": "10th–90th pct", "kl": "KL to SFT",
-    "to_90": "responses to 90% of gain", "reward_source": "reward source", "advantage": "advantage",
-    "online": "online?", "networks": "networks in memory", "trained_params": "parameters trained",
+    "to_90": "responses to 90% of gain", "seconds_per_1000": "s per 1,000 responses",
+}
+NEEDS_COLUMNS = {
+    "label": "method", "reward_source": "reward source", "advantage": "advantage", "online": "online?",
+    "networks": "networks", "trained_params": "parameters trained",
     "responses_per_iteration": "responses / iteration", "reward_queries": "reward queries / iteration",
-    "seconds_per_1000": "s per 1,000 responses",
 }
 
 
 def table_view(t: pd.DataFrame) -> pd.DataFrame:
-    """measured_table as the page shows it: the notebook's words next to measured numbers."""
+    """measured_table's outcome as the page shows it: final reward, its spread, KL, speed."""
     view = t.assign(band=[f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(t.true_reward_p10, t.true_reward_p90)],
-                    online=t.online.map({True: "yes", False: "no (offline pairs)"}),
                     to_90=[("—" if math.isnan(v) else f"{v:,.0f}" + ("" if on else " pairs"))
-                           for v, on in zip(t.to_90, t.online)])
+                           for v, on in zip(t.to_90, t.online)],
+                    seconds_per_1000=["— (no responses)" if math.isnan(v) else f"{v:.3f}" for v in t.seconds_per_1000])
     return view[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
+
+
+def needs_view(t: pd.DataFrame) -> pd.DataFrame:
+    """What each method needs, in the notebook table's words next to measured counts."""
+    view = t.assign(online=t.online.map({True: "yes", False: "no"}))
+    return view[list(NEEDS_COLUMNS)].rename(columns=NEEDS_COLUMNS)
 
 
 def table_formats() -> dict:
     f = lambda fmt: st.column_config.NumberColumn(format=fmt)
-    return {"final true reward": f("%.3f"), "KL to SFT": f("%.3f"), "s per 1,000 responses": f("%.3f"),
-            "parameters trained": f("%d")}
+    return {"final true reward": f("%.3f"), "KL to SFT": f("%.3f"), "parameters trained": f("%d")}
 
 
 # ---------------------------------------------------------------- curves
@@ -143,8 +152,11 @@ def kl_plane_chart(points: pd.DataFrame, front: pd.DataFrame, label_order: list,
     opt = front.assign(series=front.target.map({"true reward": "optimum of the true reward",
                                                 "reward model": "optimum of the reward model"}))
     domain = label_order + ["optimum of the true reward", "optimum of the reward model"]
+    # legend symbols opaque and without outline (the dots' 0.5 opacity and the dashed line's dash made
+    # them faint, and the reward model's optimum a dashed ring)
     color = alt.Color("series:N", scale=alt.Scale(domain=domain, range=color_range + ["#222222", "#999999"]),
-                      legend=alt.Legend(orient="bottom", title=None, labelLimit=300))
+                      legend=alt.Legend(orient="bottom", title=None, labelLimit=300, symbolOpacity=1,
+                                        symbolStrokeWidth=0))
     kl_max = float(points.kl.max()) * 1.3 + 1e-3
     opt = opt[opt.kl <= kl_max]
     x = alt.X("kl:Q", title="KL(policy ‖ SFT)  (nats)", scale=alt.Scale(domain=[0, kl_max]))
@@ -295,6 +307,15 @@ def plane_sentence(t: pd.DataFrame, front: pd.DataFrame) -> str:
             f"KL. {len(above)} of {len(gaps)} methods end above it" + (f" ({', '.join(above)})" if above else "") + ".")
 
 
+def placements_view(fixed: pd.DataFrame) -> pd.DataFrame:
+    """kl_placements as a static table (st.table wraps its text, so every column is in view):
+    indexed by placement, what it is first, numbers to 4 decimals."""
+    order = ["what it is"] + [c for c in fixed.columns if c not in ("placement", "what it is")]
+    shown = fixed.set_index("placement")[order]
+    return shown.assign(**{c: ["—" if math.isnan(v) else f"{v:.4f}" for v in shown[c]]
+                           for c in order if shown[c].dtype.kind == "f"})
+
+
 def placements_sentence(fixed: pd.DataFrame) -> str:
     """Where k3 in the loss and k1 in the reward converge, from kl_placements."""
     by = fixed.set_index("placement")
@@ -315,7 +336,8 @@ class LandscapeView:
     Shared read-only between sessions (VIEWS): never change one in place."""
 
     table: pd.DataFrame          # measured_table
-    shown: pd.DataFrame          # table_view
+    shown: pd.DataFrame          # table_view: what each method reaches
+    needs: pd.DataFrame          # needs_view: what it needs
     winner: str
     online_charts: list          # Vega-Lite specs (datasets in Arrow): true reward and KL against responses
     offline_charts: list         # the same against preference pairs (offline DPO)
@@ -323,7 +345,8 @@ class LandscapeView:
     plane_text: str
     when: pd.DataFrame           # when_to_use, indexed by situation
     beta: float                  # the KL coefficient of the placements
-    placements: pd.DataFrame     # kl_placements, "what it is" last
+    placements: pd.DataFrame     # kl_placements
+    placements_shown: pd.DataFrame   # placements_view
     placements_text: str
 
 
@@ -345,18 +368,17 @@ def build_view(res: LandscapeResult, up: Upstream) -> LandscapeView:
     front = frontier(up)
     beta = GRPOConfig().kl_coef
     fixed = kl_placements(up, beta)
-    fixed = fixed[[c for c in fixed.columns if c != "what it is"] + ["what it is"]]
     when = pd.DataFrame(when_to_use(table, res.sft),
                         columns=["situation", "the notebook's advice", "measured here"]).set_index("situation")
     return LandscapeView(
-        table=table, shown=table_view(table), winner=winner_sentence(table, res.sft),
+        table=table, shown=table_view(table), needs=needs_view(table), winner=winner_sentence(table, res.sft),
         online_charts=_curves(res, online, rules, "responses") if online else [],
         offline_charts=_curves(res, offline, rules, "pairs", "DPO: ") if offline else [],
         plane=charts.arrow_datasets(kl_plane_chart(final_points(res, methods), front,
                                                    [METHODS[m].label for m in methods], colors(methods),
                                                    res.best, res.sft)),
         plane_text=plane_sentence(table, front), when=when, beta=beta,
-        placements=fixed, placements_text=placements_sentence(fixed))
+        placements=fixed, placements_shown=placements_view(fixed), placements_text=placements_sentence(fixed))
 
 
 VIEW_ENTRIES = 16
