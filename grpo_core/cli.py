@@ -124,10 +124,11 @@ def build_parser() -> Parser:
                                 f"Range 1 to {MAX_SEEDS}; default {seeds}.")
         if name == "landscape":
             from .methods.dpo import DPO_DATA
-            from .methods.landscape import DEFAULT_RESPONSES, METHOD_NAMES
+            from .methods.landscape import ALL_METHODS, DEFAULT_RESPONSES, METHOD_NAMES
             p.add_argument("--methods", default=",".join(METHOD_NAMES), metavar="M,M,...",
-                           help=f"Comma-separated methods, among {', '.join(METHOD_NAMES)}; "
-                                f"default all.")
+                           help=f"Comma-separated methods, among {', '.join(ALL_METHODS)}; "
+                                f"default the notebook's table: {', '.join(METHOD_NAMES)} "
+                                f"(ppo_rlvr, PPO on the verifier, on request).")
             p.add_argument("--responses", default=str(DEFAULT_RESPONSES), metavar="BUDGET",
                            help=f"Responses each online run generates (its iterations are this over "
                                 f"its responses per iteration); default {DEFAULT_RESPONSES} "
@@ -448,14 +449,14 @@ def cmd_compare(args) -> tuple[dict, str]:
 
 
 def cmd_landscape(args) -> tuple[dict, str]:
-    from .methods.landscape import DEFAULT_RESPONSES, METHOD_NAMES, landscape, landscape_configs
+    from .methods.landscape import ALL_METHODS, DEFAULT_RESPONSES, landscape, landscape_configs
     upstream_cfgs, build = _upstream(args)
     n_seeds = _int_flag("--seeds", args.seeds, 1, MAX_SEEDS)
     responses = _int_flag("--responses", args.responses, 1, 10 * DEFAULT_RESPONSES)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHOD_NAMES]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
-        raise UsageError(f"--methods must be comma-separated names among {', '.join(METHOD_NAMES)}, "
+        raise UsageError(f"--methods must be comma-separated names among {', '.join(ALL_METHODS)}, "
                          f"got {args.methods!r}")
     try:  # every setting is checked before any training
         landscape_configs(methods, n_seeds, responses, args.dpo_data)
