@@ -7,8 +7,9 @@
 
 No streamlit here: the app, the CLI and notebooks all call the same functions.
 """
-from .config import (ConfigError, GRPOConfig, ProblemConfig, RLVRConfig, RewardModelConfig,
-                     SFTConfig, MAX_WORK_PER_REQUEST, check_budget, config_fields, field_range)
+from .config import (ConfigError, GRPOConfig, PolicyOptimizationConfig, ProblemConfig, RLVRConfig,
+                     RewardModelConfig, SFTConfig, MAX_WORK_PER_REQUEST, check_budget, config_fields,
+                     field_range)
 from .advantages import ADVANTAGE_ESTIMATORS, group_advantages
 from .losses import aggregation_weights, grpo_loss
 from .trainer import BATCH_COLUMNS, EXACT_COLUMNS, GRPOTrainer, RunResult, train_grpo

@@ -4,6 +4,7 @@
     python -m grpo_core sweep --group-sizes 2,4,8,16 --json
     python -m grpo_core notebook
     python -m grpo_core grid --x lr=1e-4:1e-1:8:log --y kl_coef=0:0.5:8 --seeds 4 [--backend ray]
+    python -m grpo_core grpo --clip-eps-high 0.28 --export-trl    # TRL GRPOConfig arguments, no training
 
 Flags come from config_fields(cls): GRPO/RLVR settings are unprefixed (--group-size, --kl-coef),
 upstream ones are prefixed (--problem-seed, --sft-lr, --rm-steps), and `compare` prefixes its two
@@ -86,6 +87,21 @@ def _help(group: Group, f) -> str:
     return text.replace("%", "%%")
 
 
+EXPORT_HELP = ("Print the run's settings as Hugging Face TRL GRPOConfig arguments (and the knobs "
+               "TRL lacks) instead of training.")
+
+
+def add_export_flag(p) -> None:
+    p.add_argument("--export-trl", action="store_true", help=EXPORT_HELP)
+
+
+def export_output(command: str, cfg, task=None) -> tuple[dict, str]:
+    """--export-trl: the TRL GRPOConfig equivalent of cfg (see export.to_trl), as JSON or Python."""
+    from .export import to_trl
+    export = to_trl(cfg, task)
+    return {"command": command, "export": "trl", "config": cfg.to_dict(), **export.to_dict()}, export.snippet()
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m grpo_core",
                     description="Train and compare GRPO on the toy task from the command line.")
@@ -108,10 +124,11 @@ def build_parser() -> Parser:
                                 f"Range 1 to {MAX_SEEDS}; default {seeds}.")
         if name == "landscape":
             from .methods.dpo import DPO_DATA
-            from .methods.landscape import DEFAULT_RESPONSES, METHOD_NAMES
+            from .methods.landscape import ALL_METHODS, DEFAULT_RESPONSES, METHOD_NAMES
             p.add_argument("--methods", default=",".join(METHOD_NAMES), metavar="M,M,...",
-                           help=f"Comma-separated methods, among {', '.join(METHOD_NAMES)}; "
-                                f"default all.")
+                           help=f"Comma-separated methods, among {', '.join(ALL_METHODS)}; "
+                                f"default the notebook's table: {', '.join(METHOD_NAMES)} "
+                                f"(ppo_rlvr, PPO on the verifier, on request).")
             p.add_argument("--responses", default=str(DEFAULT_RESPONSES), metavar="BUDGET",
                            help=f"Responses each online run generates (its iterations are this over "
                                 f"its responses per iteration); default {DEFAULT_RESPONSES} "
@@ -122,6 +139,8 @@ def build_parser() -> Parser:
         if name == "sweep":
             p.add_argument("--group-sizes", default="2,4,8,16", metavar="G,G,...",
                            help="Comma-separated group sizes to sweep, each 2 to 64; default 2,4,8,16.")
+        if name in ("grpo", "rlvr"):
+            add_export_flag(p)
         p.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
     p = sub.add_parser("notebook", help="Replay the tutorial notebook's workflow and compare.",
                        description="Replay the notebook: SFT, reward model, GRPO, group-size "
@@ -317,10 +336,12 @@ def cmd_rm(args) -> tuple[dict, str]:
 
 
 def _run_method(args, group: Group, name: str) -> tuple[dict, str]:
-    """grpo and rlvr: N seeds of one config, one batch."""
+    """grpo and rlvr: N seeds of one config, one batch (or, with --export-trl, its TRL settings)."""
     from .pipeline import compare_table, reference_metrics, run_many
     upstream_cfgs, build = _upstream(args)
     cfg = make_config(group, args)
+    if args.export_trl:
+        return export_output(name, cfg)
     n_seeds = _int_flag("--seeds", args.seeds, 1, MAX_SEEDS)
     configs = _seeded(cfg, n_seeds)
     _budget(configs)
@@ -428,14 +449,14 @@ def cmd_compare(args) -> tuple[dict, str]:
 
 
 def cmd_landscape(args) -> tuple[dict, str]:
-    from .methods.landscape import DEFAULT_RESPONSES, METHOD_NAMES, landscape, landscape_configs
+    from .methods.landscape import ALL_METHODS, DEFAULT_RESPONSES, landscape, landscape_configs
     upstream_cfgs, build = _upstream(args)
     n_seeds = _int_flag("--seeds", args.seeds, 1, MAX_SEEDS)
     responses = _int_flag("--responses", args.responses, 1, 10 * DEFAULT_RESPONSES)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHOD_NAMES]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
-        raise UsageError(f"--methods must be comma-separated names among {', '.join(METHOD_NAMES)}, "
+        raise UsageError(f"--methods must be comma-separated names among {', '.join(ALL_METHODS)}, "
                          f"got {args.methods!r}")
     try:  # every setting is checked before any training
         landscape_configs(methods, n_seeds, responses, args.dpo_data)

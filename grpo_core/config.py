@@ -39,6 +39,25 @@ def knob(default, lo=None, hi=None, help: str = "", choices=None, log: bool = Fa
     return field(default=default, metadata=meta)
 
 
+_KEEP = object()
+
+
+def knob_default(base: type, name: str, default: Any = _KEEP, **changes):
+    """Redeclare base's field `name` in a subclass with a new default, reusing the base's range,
+    choices and help; `changes` (help, lo, hi, choices, log) replace only what they name.
+
+        lr: float = knob_default(PolicyOptimizationConfig, "lr", 2e-3)
+    """
+    inherited = {f.name: f for f in fields(base)}
+    if name not in inherited:
+        raise TypeError(f"{base.__name__} has no field {name!r}")
+    unknown = sorted(set(changes) - {"lo", "hi", "help", "choices", "log"})
+    if unknown:
+        raise TypeError(f"knob_default: unknown setting {unknown[0]!r}")
+    f = inherited[name]
+    return field(default=f.default if default is _KEEP else default, metadata={**f.metadata, **changes})
+
+
 class ConfigError(ValueError):
     """A config value is out of range or of the wrong type; the message names the field."""
 
@@ -182,8 +201,14 @@ REWARDS = ("reward_model", "verifiable")
 
 
 @dataclass(frozen=True)
-class GRPOConfig(_Validated):
-    """GRPO on the learned reward model: group-normalized advantages, clipped steps, KL penalty."""
+class PolicyOptimizationConfig(_Validated):
+    """The policy-optimization knobs every engine shares (the one-token GRPOConfig, the sequence
+    engine's SeqGRPOConfig): sampling, clipped steps, KL, advantages, DAPO and reference resets.
+
+    Each knob is declared here once, with one range and one help text; the defaults are the
+    one-token engine's, and an engine states its own with :func:`knob_default`. Field order is the
+    order of the widgets, URL keys and CLI flags.
+    """
 
     iterations: int = knob(500, 1, 5000, "Training iterations; each samples a fresh batch of groups.")
     prompts: int = knob(8, 1, 64, "Prompts sampled per iteration (with replacement).")
@@ -223,8 +248,6 @@ class GRPOConfig(_Validated):
         "redrawn (new prompt, new group) up to this many times, the redraws counting as generated "
         "samples; 0 turns it off.")
 
-    reward: str = field(default="reward_model", metadata={"choices": REWARDS})
-
     @property
     def samples_per_iteration(self) -> int:
         return self.prompts * self.group_size
@@ -242,13 +265,20 @@ class GRPOConfig(_Validated):
 
 
 @dataclass(frozen=True)
+class GRPOConfig(PolicyOptimizationConfig):
+    """GRPO on the learned reward model: group-normalized advantages, clipped steps, KL penalty."""
+
+    reward: str = field(default="reward_model", metadata={"choices": REWARDS})
+
+
+@dataclass(frozen=True)
 class RLVRConfig(GRPOConfig):
     """GRPO with a verifiable reward: 1 for the context's best token, 0 otherwise."""
 
-    group_size: int = knob(16, 2, 64, "Responses sampled per prompt (G); the group's mean is the baseline.")
-    epochs: int = knob(1, 1, 16, "Passes over each sampled batch (PPO epochs, mu; TRL num_iterations).")
+    group_size: int = knob_default(GRPOConfig, "group_size", 16)
+    epochs: int = knob_default(GRPOConfig, "epochs", 1)
 
-    reward: str = field(default="verifiable", metadata={"choices": REWARDS})
+    reward: str = knob_default(GRPOConfig, "reward", "verifiable")
 
 
 def config_fields(cfg_type: type) -> list[dataclasses.Field]:

@@ -1,18 +1,37 @@
-"""Export a GRPOConfig as the equivalent settings of Hugging Face TRL's GRPOConfig.
+"""Export a run's config as the equivalent settings of Hugging Face TRL's GRPOConfig: the one-token
+engine's GRPOConfig, or the sequence engine's SeqGRPOConfig with its SeqTaskConfig.
 
 TRL counts optimizer steps, not iterations: one of our iterations samples prompts x G responses
 (one TRL generation batch) and takes epochs x minibatches optimizer steps on it
-(num_iterations x steps_per_generation in TRL). Knobs with no TRL equivalent are listed, not
-silently dropped.
+(num_iterations x steps_per_generation in TRL). Both engines share these knobs
+(PolicyOptimizationConfig), so they share their mapping; the sequence engine adds its loss_type,
+importance_sampling_level, truncation masking and max_completion_length. Knobs with no exact TRL
+equivalent are listed, not silently dropped.
+
+Checked against TRL's trl/trainer/grpo_config.py (GRPOConfig fields: loss_type one of grpo,
+dr_grpo, dapo, bnpo, cispo, sapo, luspo; importance_sampling_level; mask_truncated_completions;
+max_completion_length; epsilon, epsilon_high, delta; beta; num_iterations; num_generations;
+steps_per_generation; scale_rewards; sync_ref_model; no entropy bonus), GRPOTrainer._compute_loss
+(cispo caps the ratio at epsilon_high; luspo needs importance_sampling_level='sequence') and
+trl/rewards (get_soft_overlong_punishment), 2026.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import GRPOConfig
+from .config import GRPOConfig, PolicyOptimizationConfig
+from .sequence.config import SeqGRPOConfig, SeqTaskConfig
 
 # Our advantage estimator -> TRL's scale_rewards (and loss_type where it matters).
 _SCALE_REWARDS = {"grpo": "group", "batch_std": "batch", "dr_grpo": "none"}
+# TRL GRPOConfig.loss_type's values.
+TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo")
+# The sequence engine's loss_type -> TRL's: TRL's names are themselves; verl's loss_agg_mode names go
+# to the TRL name with the same aggregation (sequence/losses.py), or None where TRL has none.
+SEQ_LOSS_TYPES_TO_TRL = {
+    "grpo": "grpo", "bnpo": "bnpo", "dr_grpo": "dr_grpo", "dapo": "dapo", "luspo": "luspo",
+    "cispo": "cispo", "seq-mean-token-mean": "grpo", "token-mean": "bnpo",
+    "seq-mean-token-sum": None, "seq-mean-token-sum-norm": None}
 
 
 @dataclass(frozen=True)
@@ -28,17 +47,41 @@ class TRLExport:
         lines += [f"    {k}={v!r}," for k, v in self.kwargs.items()]
         lines.append(")")
         if self.unmapped:
-            lines += ["", "# Settings of this run with no TRL GRPOConfig equivalent:"]
+            lines += ["", "# Settings of this run with no exact TRL GRPOConfig equivalent:"]
             lines += [f"#   {k}: {why}" for k, why in self.unmapped.items()]
         return "\n".join(lines)
 
+    def to_dict(self) -> dict:
+        return {"kwargs": dict(self.kwargs), "unmapped": dict(self.unmapped)}
 
-def to_trl(cfg: GRPOConfig) -> TRLExport:
+
+def to_trl(cfg: PolicyOptimizationConfig, task: SeqTaskConfig | None = None) -> TRLExport:
     """Map cfg onto TRL GRPOConfig arguments (names as in TRL's current GRPOConfig).
 
-    Only arguments TRL accepts are emitted; a knob that TRL cannot express exactly is listed in
-    `unmapped` with why. Checked against TRL's grpo_config.py and grpo_trainer.py (late 2026).
+    A GRPOConfig (one-token responses) needs nothing else; a SeqGRPOConfig needs its task, whose
+    max_length is TRL's max_completion_length. Only arguments TRL accepts are emitted; a knob that
+    TRL cannot express exactly is listed in `unmapped` with why.
     """
+    if isinstance(cfg, SeqGRPOConfig):
+        if not isinstance(task, SeqTaskConfig):
+            raise TypeError("a SeqGRPOConfig exports with its SeqTaskConfig: TRL's "
+                            "max_completion_length is the task's max_length")
+        return _seq_to_trl(cfg, task)
+    if not isinstance(cfg, GRPOConfig):
+        raise TypeError(f"no TRL export for {type(cfg).__name__}")
+    # One-token responses: with max_completion_length 1, every TRL loss_type averages exactly as
+    # here (dr_grpo divides by max_completion_length; see losses.aggregation_weights).
+    kw, unmapped = _shared(cfg, max_completion_length=1)
+    if cfg.advantage_estimator in _SCALE_REWARDS:
+        # bnpo averages over the minibatch's tokens, as here; TRL's default dapo would divide by
+        # the whole generation batch's tokens (a factor 1/minibatches).
+        kw["loss_type"] = "dr_grpo" if cfg.advantage_estimator == "dr_grpo" else "bnpo"
+    return TRLExport(kw, unmapped)
+
+
+def _shared(cfg: PolicyOptimizationConfig, max_completion_length: int) -> tuple[dict, dict[str, str]]:
+    """The mapping of the knobs both engines share: batch and steps, learning rate, clipping, KL,
+    advantages, entropy, reference resets, dynamic sampling, reward."""
     p, g, m = cfg.prompts, cfg.group_size, cfg.minibatches
     unmapped: dict[str, str] = {}
     if (p * g) % m:
@@ -68,9 +111,7 @@ def to_trl(cfg: GRPOConfig) -> TRLExport:
         "max_grad_norm": 0.0,
         "beta": cfg.kl_coef,
         "epsilon": cfg.clip_eps,
-        # One-token responses: with this, every TRL loss_type averages exactly as here (dr_grpo
-        # divides by max_completion_length; see losses.aggregation_weights).
-        "max_completion_length": 1,
+        "max_completion_length": max_completion_length,
         "seed": cfg.seed,
     }
     if cfg.clip_eps_high:
@@ -88,9 +129,6 @@ def to_trl(cfg: GRPOConfig) -> TRLExport:
                 "exact only for c >= 1 + epsilon_high")
     if cfg.advantage_estimator in _SCALE_REWARDS:
         kw["scale_rewards"] = _SCALE_REWARDS[cfg.advantage_estimator]
-        # bnpo averages over the minibatch's tokens, as here; TRL's default dapo would divide by
-        # the whole generation batch's tokens (a factor 1/minibatches).
-        kw["loss_type"] = "dr_grpo" if cfg.advantage_estimator == "dr_grpo" else "bnpo"
     else:
         unmapped["advantage_estimator"] = (
             f"{cfg.advantage_estimator!r}: TRL's GRPOTrainer always subtracts the group mean "
@@ -101,9 +139,9 @@ def to_trl(cfg: GRPOConfig) -> TRLExport:
     if cfg.kl_coef > 0 and cfg.kl_placement == "reward":
         unmapped["kl_placement"] = "'reward': TRL's GRPO puts the KL in the loss (PPOTrainer puts it in the reward)"
     if cfg.entropy_coef:
-        # TRL's entropy is that of the policy at each completion token: with one-token responses,
-        # the entropy of pi(. | c) averaged over the batch's samples, as here.
-        kw["entropy_coef"] = cfg.entropy_coef
+        unmapped["entropy_coef"] = (
+            "TRL's GRPOTrainer has no entropy bonus (its top_entropy_quantile keeps only "
+            "high-entropy tokens in the loss, a different thing; verl: actor entropy_coeff)")
     if cfg.ref_reset_every:
         if cfg.kl_coef > 0:
             kw.update(sync_ref_model=True, ref_model_mixup_alpha=1.0,
@@ -115,4 +153,45 @@ def to_trl(cfg: GRPOConfig) -> TRLExport:
         unmapped["dynamic_sampling"] = "TRL has no DAPO dynamic sampling (verl: filter_groups)"
     if cfg.reward == "verifiable":
         unmapped["reward"] = "pass the verifier as a reward function: GRPOTrainer(reward_funcs=[...])"
+    return kw, unmapped
+
+
+def _seq_to_trl(cfg: SeqGRPOConfig, task: SeqTaskConfig) -> TRLExport:
+    """The shared mapping, then the sequence engine's loss: loss_type, ratio level, truncation."""
+    big_l = task.max_length
+    kw, unmapped = _shared(cfg, max_completion_length=big_l)
+    trl_loss = SEQ_LOSS_TYPES_TO_TRL[cfg.loss_type]
+    sequence_level = cfg.importance_sampling_level == "sequence"
+    if trl_loss is None and cfg.loss_type == "seq-mean-token-sum" and sequence_level and cfg.kl_coef == 0:
+        # One ratio per response: 1/B sum_s |y_s| l_s, which is TRL's luspo when no KL is added.
+        trl_loss = "luspo"
+    if trl_loss is None:
+        b = kw["per_device_train_batch_size"]
+        factor = {"seq-mean-token-sum": f"L = {big_l}", "seq-mean-token-sum-norm": f"B = {b}"}[cfg.loss_type]
+        unmapped["loss_type"] = (
+            f"TRL has no loss_type {cfg.loss_type!r} (verl's loss_agg_mode): exported as the closest, "
+            f"dr_grpo (token sum / (B L)), which is this loss divided by the constant {factor}, so "
+            "Adam takes the same steps up to its epsilon")
+        trl_loss = "dr_grpo"
+    if cfg.loss_type == "luspo" and cfg.kl_coef > 0:
+        unmapped["loss_type"] = (
+            "luspo with beta > 0 is not exact: TRL's luspo adds the per-token KL to the sequence "
+            "loss before scaling by |y| and averages over every position, padding included; here "
+            "the KL is masked to the response's tokens")
+    kw["loss_type"] = trl_loss
+    kw["importance_sampling_level"] = cfg.importance_sampling_level
+    kw["mask_truncated_completions"] = cfg.mask_truncated
+    if cfg.loss_type == "cispo":
+        # TRL's cispo weight is min(ratio, epsilon_high): epsilon_high is the cap, not 1 + eps.
+        kw["epsilon_high"] = cfg.cispo_cap
+        kw.pop("delta", None)
+        unmapped.pop("dual_clip", None)
+        if cfg.dual_clip:
+            unmapped["dual_clip"] = "no effect with loss_type cispo (here and in TRL: its weight is only capped)"
+    if cfg.overlong_buffer:
+        weight = "" if cfg.overlong_factor == 1 else f", with reward_weights giving it {cfg.overlong_factor:g}"
+        unmapped["overlong_buffer"] = (
+            "TRL's GRPOConfig has no overlong buffer: DAPO's soft overlong punishment is a reward "
+            f"function there, trl.rewards.get_soft_overlong_punishment(max_completion_len={big_l}, "
+            f"soft_punish_cache={cfg.overlong_buffer}), added to reward_funcs{weight}")
     return TRLExport(kw, unmapped)

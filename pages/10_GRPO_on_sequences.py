@@ -3,9 +3,10 @@ import streamlit as st
 
 from grpo_core import seed_configs
 from grpo_core.sequence import SeqGRPOConfig, sample_responses_text, top_responses
-from ui import charts, controls, live, navigation, seq, views
+from ui import charts, controls, lab, live, navigation, seq, views
 
-SETTINGS = controls.PageSettings("GRPO on sequences", (*seq.run_settings("seq"), *seq.upstream_settings()))
+SETTINGS = controls.PageSettings("GRPO on sequences", (*seq.run_settings("seq"), *controls.live_settings("seq"),
+                                                         *seq.upstream_settings()))
 navigation.page(SETTINGS)
 st.title("GRPO on sequences")
 st.markdown(
@@ -26,7 +27,7 @@ with st.sidebar:
 
 configs = controls.combine(seed_configs, cfg, n_seeds)
 seq.work_caption(up_configs[0], configs)
-up, results = seq.train(up_configs, configs, "seq")
+up, results = seq.run_view(SETTINGS, up_configs, configs, "seq", show_runs)
 views.show_stopped(results)
 ref = seq.reference(up)
 task = up.task
@@ -35,12 +36,8 @@ st.caption(f"Task: {task.n_contexts} contexts, alphabet {task.config.alphabet_si
            f"SFT starts at P(correct) {ref['reward']:.3f} and E|y| {ref['length']:.2f}.")
 seq.summary(results, ref)
 
-label = f"{cfg.loss_type}, {cfg.importance_sampling_level} ratios ({n_seeds} seeds)"
-runs = {label: [r.history for r in results]}
-columns = list(seq.CURVES)
-if cfg.reward == "reward_model":
-    columns.insert(1, ("rm_reward", "Expected reward-model score, exact", "RM score"))
-charts.show_grid(seq.curve_charts(runs, ref, show_runs, columns))
+runs = {seq.run_label(configs): [r.history for r in results]}
+charts.show_grid(seq.curve_charts(runs, ref, show_runs, seq.curve_columns(configs)))
 with st.expander("Batch diagnostics: clipping, gradient direction, zero-signal groups"):
     charts.show_grid(seq.curve_charts(runs, ref, show_runs, seq.BATCH_CURVES))
 
@@ -72,3 +69,4 @@ st.caption(f"Per context, exact, under seed {seed}'s final policy.")
 
 st.header("Share")
 live.share_link(())
+lab.trl_export(cfg, up_configs[0])

@@ -63,6 +63,8 @@ def start_app(port: int, root: Path = ROOT, log_path: Path | None = None,
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
            "--server.headless", "true", "--server.address", "127.0.0.1",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)   # any test may run first, or alone
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)

@@ -147,3 +147,36 @@ def test_share_link_after_quick_changes(browser, base_url):
         no_exception(page, errors)
     finally:
         context.close()
+
+
+def test_sequence_page_plays_to_the_end(browser, base_url):
+    """The sequence page's live view, opened from a shared link with it on, in presentation mode:
+    nothing is trained before Play; Play trains every seed to the end with the seven exact curves
+    redrawn as it goes; then the finished runs appear below (from the store the live run went
+    into) and the share link names the settings."""
+    settings = "seq_iterations=60&seq_seeds=3&seq_loss_type=dr_grpo&seq_chunk=5&seq_watch=true"
+    context, page, errors = open_url(browser, f"{base_url}/GRPO_on_sequences?present=1&{settings}")
+    try:
+        main = page.locator('[data-testid="stMain"]')
+        status = live_status(page)
+        expect(status).to_contain_text("Live iteration 0 of 60 · ready", timeout=60_000)
+        expect(main.get_by_text("Every diagnostic of these runs appears here")).to_be_visible()
+        assert page.locator('[data-testid="stVegaLiteChart"]').count() == 0     # the page waits for the live run
+        page.get_by_role("button", name=re.compile(r"\bPlay$")).click()
+        expect(status).to_contain_text("playing", timeout=60_000)
+        wait_for_drawn_charts(page, 7)      # reward, length, | correct, | wrong, truncation, entropy, KL
+        first = live_iteration(page)
+        page.screenshot(path=str(SCREENS / "seq_live_playing.png"))
+        expect(status).to_contain_text("Live iteration 60 of 60 · finished", timeout=180_000)
+        assert first < 60
+        expect(main.get_by_text("final P(correct) (mean of 3)")).to_be_visible(timeout=120_000)
+        wait_idle(page)
+        wait_for_drawn_charts(page, 7 + 13)   # the live curves, then the finished runs' curves and diagnostics
+        expect(page.get_by_role("button", name=re.compile(r"\bPlay$"))).to_be_disabled()
+        link = page.locator('[data-testid="stCode"]', has_text="seq_").first
+        expect(link).to_contain_text("seq_loss_type=dr_grpo")
+        expect(link).to_contain_text("present=1")
+        full_page_screenshot(page, SCREENS / "seq_live_finished.png")
+        no_exception(page, errors)
+    finally:
+        context.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ui import charts
 
@@ -88,3 +89,19 @@ def test_compare_whiskers_are_drawn_dark_and_thick_over_the_seeds_spread():
     data = spec["datasets"][next(iter(spec["datasets"]))]
     grpo = [row for row in data if row["policy"] == "GRPO"]
     assert [(r["lo"], r["hi"]) for r in grpo] == [(0.45, 0.55), (0.55, 0.66)]
+
+
+def test_arrow_datasets_send_the_same_rows_and_leave_the_spec_alone():
+    """A kept spec's datasets converted once to Arrow (what st.vega_lite_chart sends) hold the same
+    rows; the original spec is not changed, and converting again changes nothing."""
+    import pyarrow as pa
+    h = [pd.DataFrame({"iteration": [1, 2, 3], "true_reward": [0.5, 0.6, 0.7 + 0.01 * s]}) for s in range(3)]
+    spec = charts.band_chart({"GRPO": h}, "true_reward", "t", rules={"SFT": 0.5})
+    before = {name: list(rows) for name, rows in spec["datasets"].items()}
+    ready = charts.arrow_datasets(spec)
+    assert set(ready["datasets"]) == set(before) and spec["datasets"] == before
+    for name, rows in before.items():
+        assert isinstance(ready["datasets"][name], bytes)
+        got = pa.ipc.open_stream(ready["datasets"][name]).read_all().to_pylist()
+        assert len(got) == len(rows) and all(pytest.approx(r) == g for r, g in zip(rows, got))
+    assert charts.arrow_datasets(ready) == ready

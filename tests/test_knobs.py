@@ -380,11 +380,14 @@ def test_trl_delta_equals_the_dual_clip_only_from_one_plus_epsilon_high(dual_cli
     assert bool(abs(ours[0] - theirs) < 1e-9) == exact
 
 
-def test_trl_export_maps_the_entropy_bonus_and_loss_aggregation():
-    kw = to_trl(GRPOConfig(entropy_coef=0.02)).kwargs
-    assert kw["entropy_coef"] == 0.02 and kw["loss_type"] == "bnpo" and kw["max_completion_length"] == 1
+def test_trl_export_lists_the_entropy_bonus_and_maps_the_loss_aggregation():
+    export = to_trl(GRPOConfig(entropy_coef=0.02))
+    kw = export.kwargs
+    # TRL's GRPOConfig has no entropy bonus (only top_entropy_quantile, a token mask): listed, not passed
+    assert "entropy_coef" not in kw and "no entropy bonus" in export.unmapped["entropy_coef"]
+    assert kw["loss_type"] == "bnpo" and kw["max_completion_length"] == 1
     assert to_trl(GRPOConfig(advantage_estimator="dr_grpo")).kwargs["loss_type"] == "dr_grpo"
-    assert "entropy_coef" not in to_trl(GRPOConfig()).kwargs
+    assert "entropy_coef" not in to_trl(GRPOConfig()).unmapped
 
 
 def test_the_estimator_registry_is_the_one_list_everyone_reads():
@@ -402,3 +405,77 @@ def test_the_estimator_registry_is_the_one_list_everyone_reads():
     assert flag.metavar == "{" + ",".join(ADVANTAGE_ESTIMATORS) + "}"
     import inspect
     assert inspect.signature(gradient_noise).parameters["estimators"].default == tuple(ADVANTAGE_ESTIMATORS)
+
+
+# ---------------------------------------------------------------------------------------------
+# One declaration per knob: PolicyOptimizationConfig, shared by both engines
+
+def test_grpo_config_field_order_is_the_ui_url_and_cli_order():
+    from grpo_core.config import PolicyOptimizationConfig
+    shared = [f.name for f in dataclasses.fields(PolicyOptimizationConfig)]
+    # the widgets, URL keys and CLI flags follow this order: it must not move
+    assert [f.name for f in dataclasses.fields(GRPOConfig)] == shared + ["reward"] == [
+        "iterations", "prompts", "group_size", "lr", "kl_coef", "clip_eps", "epochs", "seed",
+        "advantage_estimator", "kl_estimator", "kl_placement", "clip_eps_high", "dual_clip",
+        "minibatches", "entropy_coef", "ref_reset_every", "dynamic_sampling", "reward"]
+
+
+# The sequence engine's own wording, where its knob means something per token.
+SEQ_OWN_HELP = {"kl_coef", "kl_estimator", "kl_placement", "entropy_coef"}
+
+
+def test_both_engines_read_one_declaration_of_each_shared_knob():
+    from grpo_core.config import PolicyOptimizationConfig
+    from grpo_core.sequence import SeqGRPOConfig
+    base = {f.name: f for f in dataclasses.fields(PolicyOptimizationConfig)}
+    for cls in (GRPOConfig, RLVRConfig, SeqGRPOConfig):
+        own = {f.name: f for f in dataclasses.fields(cls)}
+        for name, f in base.items():
+            meta, inherited = own[name].metadata, f.metadata
+            assert {k: meta[k] for k in ("lo", "hi", "choices", "log")} == \
+                {k: inherited[k] for k in ("lo", "hi", "choices", "log")}, (cls, name)
+            if not (cls is SeqGRPOConfig and name in SEQ_OWN_HELP):
+                assert meta["help"] == inherited["help"], (cls, name)
+    seq = {f.name: f.metadata["help"] for f in dataclasses.fields(SeqGRPOConfig)}
+    assert all("per-token" in seq[name].lower() for name in SEQ_OWN_HELP)
+    assert not issubclass(SeqGRPOConfig, GRPOConfig) and not isinstance(SeqGRPOConfig(), GRPOConfig)
+    assert isinstance(SeqGRPOConfig(), PolicyOptimizationConfig) and isinstance(GRPOConfig(), PolicyOptimizationConfig)
+
+
+def test_each_engine_keeps_its_defaults():
+    from grpo_core.sequence import SeqGRPOConfig
+    one, seq = GRPOConfig(), SeqGRPOConfig()
+    assert (one.iterations, one.lr, one.kl_coef, one.epochs, one.kl_estimator) == (500, 1e-3, 0.05, 2, "exact")
+    assert (seq.iterations, seq.lr, seq.kl_coef, seq.epochs, seq.kl_estimator) == (200, 2e-3, 0.0, 1, "k3")
+    assert (RLVRConfig().group_size, RLVRConfig().epochs, RLVRConfig().reward) == (16, 1, "verifiable")
+    for cfg in (one, seq):
+        assert cfg.samples_per_iteration == 64 and cfg.upper_clip_eps == 0.2
+        assert cfg.replace(clip_eps_high=0.28).upper_clip_eps == 0.28
+
+
+@pytest.mark.parametrize("changes, field_name", [
+    (dict(prompts=2, minibatches=3), "minibatches"), (dict(dual_clip=0.5), "dual_clip"),
+    (dict(dual_clip=1.0), "dual_clip")])
+def test_the_shared_checks_hold_for_both_engines(changes, field_name):
+    from grpo_core.config import ConfigError
+    from grpo_core.sequence import SeqGRPOConfig
+    for cls in (GRPOConfig, SeqGRPOConfig):
+        with pytest.raises(ConfigError) as err:
+            cls(**changes)
+        assert err.value.field_name == field_name
+    with pytest.raises(ConfigError, match="luspo needs"):      # the sequence engine's own check still runs
+        SeqGRPOConfig(loss_type="luspo", importance_sampling_level="token")
+
+
+def test_knob_default_reuses_the_base_declaration():
+    from grpo_core.config import PolicyOptimizationConfig, knob_default
+    lr = knob_default(PolicyOptimizationConfig, "lr", 2e-3)
+    base = {f.name: f for f in dataclasses.fields(PolicyOptimizationConfig)}["lr"]
+    assert lr.default == 2e-3 and dict(lr.metadata) == dict(base.metadata)
+    wider = knob_default(PolicyOptimizationConfig, "group_size", 1, lo=1)
+    assert wider.metadata["lo"] == 1 and wider.metadata["help"] == dict(
+        (f.name, f.metadata) for f in dataclasses.fields(PolicyOptimizationConfig))["group_size"]["help"]
+    with pytest.raises(TypeError, match="no field 'learning_rate'"):
+        knob_default(PolicyOptimizationConfig, "learning_rate", 1e-3)
+    with pytest.raises(TypeError, match="unknown setting 'hlep'"):
+        knob_default(PolicyOptimizationConfig, "lr", 1e-3, hlep="typo")

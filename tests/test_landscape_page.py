@@ -15,7 +15,7 @@ from ui import landscape as land
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "14_Landscape.py")
-METHODS, SEEDS, RESPONSES = ["rloo", "grpo", "rlvr", "dpo"], 2, 1000   # in the page's order
+METHODS, SEEDS, RESPONSES = ["rloo", "grpo", "rlvr", "ppo_rlvr", "dpo"], 2, 1000   # in the page's order
 
 
 def test_responses_to_gain():
@@ -44,7 +44,11 @@ def test_page_renders(page):
     shown = at.dataframe[0].value
     assert list(shown["method"]) == list(table["label"])
     np.testing.assert_allclose(shown["final true reward"], table["true_reward"], rtol=1e-6)
-    assert len(at.table) == 1 and len(at.dataframe) == 2       # the measured table, the KL placements
+    needs = at.dataframe[1].value.set_index("method")
+    assert list(needs.index) == list(table["label"])
+    assert needs.loc["PPO + RLVR", "networks"] == 3 and needs.loc["GRPO", "networks"] == 3
+    assert needs.loc["DPO", "reward queries / iteration"] == 0 and needs.loc["GRPO", "responses / iteration"] == 64
+    assert len(at.dataframe) == 2 and len(at.table) == 2      # when to use what, the KL placements
 
 
 def test_winner_sentence_matches_the_results(page):
@@ -64,9 +68,11 @@ def test_when_to_use_rows_match_the_results(page):
     offline = measured["Offline preference pairs only"]
     assert f"{dpo.true_reward:.3f}" in offline and f"{grpo.true_reward:.3f}" in offline
     assert ("does not hold" in offline) == (grpo.true_reward > dpo.true_reward)
-    verifier = measured["A verifier is available"]
-    assert f"{rlvr.true_reward - grpo.true_reward:+.3f}" in verifier
-    assert ("does not hold" in verifier) == (rlvr.true_reward <= grpo.true_reward)
+    verifier = measured["A verifier is available"]     # GRPO against PPO, both on the verifier
+    ppo_rlvr = by.loc["ppo_rlvr"]
+    assert (f"GRPO + RLVR ends at {rlvr.true_reward:.3f} and PPO + RLVR at {ppo_rlvr.true_reward:.3f} "
+            f"({rlvr.true_reward - ppo_rlvr.true_reward:+.3f}), with 2 networks instead of 3") in verifier
+    assert ("does not hold" in verifier) == (rlvr.true_reward <= ppo_rlvr.true_reward)
     fast = table[table.online].sort_values("to_90").iloc[0]
     assert f"{fast.label} reaches 90% of its final gain first, after {fast.to_90:,.0f} responses" in \
         measured["Limited compute (responses generated)"]
@@ -87,13 +93,14 @@ def test_kl_plane_sentence_matches_the_optimum(page, upstream):
 
 def test_kl_placements_name_their_targets(page, upstream):
     at, *_ = page
-    fixed = at.dataframe[1].value.set_index("placement")
+    fixed = at.table[1].value
     assert fixed.loc["k1_reward", "its expected gradient is that of"] == "KL(pi || pi_ref)"
     assert fixed.loc["exact_loss", "its expected gradient is that of"] == "KL(pi || pi_ref)"
     assert fixed.loc["k3_loss", "its expected gradient is that of"] == "KL(pi_ref || pi)"
     assert fixed.loc["k1_loss", "its expected gradient is that of"] == "nothing (zero on average)"
     text = [m.value for m in at.markdown if m.value.startswith("k3 in the loss")][0]
-    assert f"true reward {fixed.loc['k3_loss', 'true reward there']:.4f}" in text
+    assert f"true reward {fixed.loc['k3_loss', 'true reward there']}" in text
+    assert float(fixed.loc["k3_loss", "true reward there"]) != float(fixed.loc["k1_reward", "true reward there"])
 
 
 def test_reverse_kl_optimum_is_a_fixed_point(upstream):
@@ -111,7 +118,8 @@ def test_reverse_kl_optimum_is_a_fixed_point(upstream):
 
 
 def test_ppo_rows_match_the_results(upstream):
-    """With PPO trained, the verifier row compares RLVR with PPO and the quality row PPO with GRPO."""
+    """With PPO trained, the quality row compares PPO with GRPO; the verifier row asks for PPO on
+    the verifier (PPO on the reward model is not the alternative to RLVR)."""
     methods = ["ppo", "grpo", "rlvr"]
     at = AppTest.from_file(PAGE, default_timeout=600)
     at.session_state["land_methods"] = methods
@@ -122,7 +130,7 @@ def test_ppo_rows_match_the_results(upstream):
     table = measured_table(landscape(methods, 2, 1000, up=upstream)).set_index("method")
     ppo, grpo, rlvr = table.loc["ppo"], table.loc["grpo"], table.loc["rlvr"]
     measured = at.table[0].value["measured here"].to_dict()
-    assert f"against {ppo.true_reward:.3f} for PPO (RLHF)" in measured["A verifier is available"]
+    assert "Add GRPO + RLVR and PPO + RLVR" in measured["A verifier is available"]   # not PPO on the RM
     quality = measured["Maximum quality, resources available"]
     assert f"PPO ends at {ppo.true_reward:.3f} with 4 networks, GRPO at {grpo.true_reward:.3f} with 3" in quality
     assert ("does not hold" in quality) == (ppo.true_reward <= grpo.true_reward)
@@ -139,3 +147,33 @@ def test_bad_url_settings_get_a_notice():
     notice = at.warning[0].value
     assert "land_methods" in notice and "land_seeds=500 is out of range" in notice
     assert at.session_state["land_methods"] == ["grpo"] and at.session_state["land_seeds"] == 64
+
+
+def test_a_rerun_with_the_same_settings_trains_and_builds_nothing(page, monkeypatch):
+    """The second run of the same settings draws the view kept from the first: no result is
+    fetched or copied, no table or chart rebuilt; it shows the same table and charts."""
+    at, *_ = page
+    before = at.dataframe[0].value
+    n_charts = len(at.get("vega_lite_chart"))
+    monkeypatch.setattr(land, "train", lambda *a, **k: pytest.fail("fetched the result again"))
+    monkeypatch.setattr(land, "build_view", lambda *a, **k: pytest.fail("rebuilt the view"))
+    at.run()
+    assert not at.exception, at.exception
+    pd.testing.assert_frame_equal(at.dataframe[0].value, before)
+    assert len(at.get("vega_lite_chart")) == n_charts == 5     # curves (2 online, 2 DPO) and the plane
+
+
+def test_views_are_keyed_on_the_settings_and_bounded(upstream, monkeypatch):
+    from collections import OrderedDict
+    monkeypatch.setattr(land, "VIEWS", OrderedDict())
+    monkeypatch.setattr(land, "VIEW_ENTRIES", 2)
+    built = []
+    monkeypatch.setattr(land, "train", lambda up, methods, seeds, responses: (tuple(methods), seeds, responses))
+    monkeypatch.setattr(land, "build_view", lambda res, up: built.append(res) or object())
+    first = land.view(upstream, ["rlvr", "grpo"], 2, 1000)
+    assert land.view(upstream, ["grpo", "rlvr"], 2, 1000) is first     # the same settings, any order
+    land.view(upstream, ["grpo"], 2, 1000)
+    land.view(upstream, ["grpo"], 3, 1000)
+    assert len(land.VIEWS) == 2 and len(built) == 3
+    land.view(upstream, ["grpo", "rlvr"], 2, 1000)                    # the oldest was dropped
+    assert len(built) == 4

@@ -341,3 +341,20 @@ def test_settings_set_by_a_callback_set_each_widget_one_way(monkeypatch):
     ok(at)
     assert not warned, warned
     assert at.slider(key="grpo_group_size").value == 8 and at.number_input(key="grpo_iterations").value == 500
+
+
+def test_live_run_of_the_sequence_engine_in_pieces_is_the_one_go_run():
+    """LiveRun is generic over engines: a SeqTrainer advanced in uneven pieces (across the engine's
+    draw chunks) ends bit for bit where train_seq's one go ends, and keeps only results after."""
+    import torch
+    from grpo_core.sequence import SeqGRPOConfig, SeqTrainer, build_seq_upstream, train_seq
+    up = build_seq_upstream()
+    configs = seed_configs(SeqGRPOConfig(iterations=70, epochs=2, loss_type="dr_grpo"), 2)
+    run = LiveRun(up, configs, key="sequence request", trainer=SeqTrainer(up, configs))
+    assert run.key == "sequence request" and run.total == 70
+    while not run.finished:
+        run.advance(9)
+    assert run.done == 70 and not run.stopped and run.trainer is None
+    for live, ref in zip(run.results(), train_seq(up, configs)):
+        assert live.history.equals(ref.history) and len(live.history) == 70
+        assert torch.equal(live.theta, ref.theta) and torch.equal(live.final_seq_logp, ref.final_seq_logp)

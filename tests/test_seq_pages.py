@@ -6,10 +6,13 @@ are checked against the results the page computed.
 """
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 import test_app as app_test
@@ -62,6 +65,9 @@ def test_sequence_grpo_settings_from_the_url():
     assert at.selectbox(key="seq_view_seed").options == ["0", "1"]
     assert any("L = 4" in c.value for c in at.caption)
     assert len(charts(at)) == 13
+    trl = at.code[-1].value             # the TRL export: the page's settings, as TRL arguments
+    assert all(arg in trl for arg in ("loss_type='dr_grpo'", "mask_truncated_completions=True",
+                                      "max_completion_length=4", "max_steps=30"))
 
 
 @pytest.mark.parametrize("state, field", [
@@ -73,6 +79,109 @@ def test_sequence_grpo_bad_settings_give_one_line(state, field):
     assert not at.exception
     assert len(at.error) == 1 and "Invalid setting" in at.error[0].value and field in at.error[0].value
     assert not charts(at)
+
+
+def live_status(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("Live iteration"))
+
+
+def live_iteration(at: AppTest) -> int:
+    return int(live_status(at).split("**")[1])
+
+
+def live_charts(at: AppTest, total: int) -> list[dict]:
+    """The live curves: their x axis is the whole run (0 to total) from the first frame."""
+    specs = [json.loads(c.proto.spec) for c in charts(at)]
+    return [s for s in specs if any(l.get("encoding", {}).get("x", {}).get("scale", {}).get("domain")
+                                    == [0, total] for l in s.get("layer", []))]
+
+
+def assert_same_runs(a, b) -> None:
+    """Bit for bit: every history value (NaN where the other has NaN), weights and final policy."""
+    assert [r.config for r in a] == [r.config for r in b]
+    for x, y in zip(a, b):
+        assert x.history.equals(y.history) and x.per_context.equals(y.per_context)
+        assert torch.equal(x.theta, y.theta) and torch.equal(x.final_seq_logp, y.final_seq_logp)
+        assert pd.Series(x.final).equals(pd.Series(y.final))
+
+
+def test_sequence_live_training_steps_plays_and_ends_as_the_batch_run(monkeypatch):
+    """Watch it train on the sequence page: nothing is trained until Step or Play; Step trains one
+    piece and draws the live curves; Play trains a piece per rerun to the end; the finished live
+    run is stored, and it is bit for bit the run the page trains without the live view."""
+    from ui import store
+    monkeypatch.setattr(store, "STORE", store.ResultStore())      # nothing cached by other tests
+    total = 30
+    at = run(SEQ, state={"seq_iterations": total, "seq_seeds": 2, "seq_loss_type": "dr_grpo",
+                         "seq_watch": True})
+    ok(at)
+    assert live_iteration(at) == 0 and "ready" in live_status(at)
+    assert not charts(at) and not at.metric              # the page waits for the live run
+    assert any("Press Play" in i.value for i in at.info)
+    assert len(store.STORE) == 0                          # nothing trained yet
+
+    at.button(key="seq_step").click().run()
+    ok(at)
+    assert live_iteration(at) == 10 and "paused" in live_status(at)
+    held = at.session_state["held_runs"]["GRPO on sequences"]["run"]
+    assert held.done == 10 and [len(r.history) for r in held.results()] == [10, 10]
+    live = live_charts(at, total)
+    assert len(live) == len(charts(at)) == 7             # the seven exact curves, and nothing else yet
+    titles = " ".join(json.dumps(s.get("title")) for s in live)
+    assert "E[length | wrong]" in titles and "P(truncated at L)" in titles
+    assert "dr_grpo, token ratios, live (2 seeds)" in json.dumps(live[0])
+    assert not at.metric
+
+    at.button(key="seq_play").click().run()              # Play: each rerun trains one more piece
+    ok(at)
+    seen = [live_iteration(at)]
+    while "finished" not in live_status(at) and len(seen) < total:
+        at.run()
+        ok(at)
+        seen.append(live_iteration(at))
+    assert seen[0] == 20 and seen[-1] == total and "finished" in live_status(at)
+    assert at.button(key="seq_play").disabled and at.button(key="seq_step").disabled
+    # The finished live run is stored, and the page below shows it: metrics, every chart.
+    live_results = held.results()
+    assert_same_runs(store.STORE.get(held.key), live_results)
+    assert len(charts(at)) == 7 + 13 and at.metric[0].label == "final P(correct) (mean of 2)"
+    live_metrics = [m.value for m in at.metric]
+
+    # The same settings without the live view, trained afresh by the page's normal path.
+    monkeypatch.setattr(store, "STORE", store.ResultStore())
+    at.toggle(key="seq_watch").set_value(False).run()
+    ok(at)
+    assert len(charts(at)) == 13 and not [m for m in at.markdown if m.value.startswith("Live iteration")]
+    batch = store.STORE.get(held.key)
+    assert batch is not None and batch[0] is not live_results[0]
+    assert_same_runs(batch, live_results)
+    assert [m.value for m in at.metric] == live_metrics
+
+
+def test_sequence_live_reset_presentation_mode_and_share_link(monkeypatch):
+    """Reset throws the live run away; in presentation mode the live view trains to the end, and
+    then the page's share link carries the settings and presentation mode."""
+    from ui import store
+    monkeypatch.setattr(store, "STORE", store.ResultStore())
+    at = run(SEQ, query={"present": "1", "seq_iterations": "20", "seq_seeds": "2"}, state={"seq_watch": True})
+    ok(at)
+    assert at.session_state["present"] is True
+    at.button(key="seq_step").click().run()
+    ok(at)
+    assert live_iteration(at) == 10 and len(live_charts(at, 20)) == 7
+    at.button(key="seq_reset").click().run()
+    ok(at)
+    assert live_iteration(at) == 0 and not live_charts(at, 20)
+    assert at.session_state["held_runs"]["GRPO on sequences"]["run"] is None      # the trainer is freed
+    assert not [c for c in at.code if "?" in c.value]                           # the page waits for the run
+    for _ in range(2):
+        at.button(key="seq_step").click().run()
+        ok(at)
+    assert "finished" in live_status(at) and len(live_charts(at, 20)) == 7
+    held = at.session_state["held_runs"]["GRPO on sequences"]["run"]
+    assert held.trainer is None and held.key in store.STORE     # finished: results kept and stored, trainer dropped
+    link = next(c.value for c in at.code if "?" in c.value)
+    assert "seq_iterations=20" in link and "seq_seeds=2" in link and "present=1" in link, link
 
 
 LENGTH = "pages/11_Length_bias.py"

@@ -81,6 +81,18 @@ def chart_spec(build):
     return cached
 
 
+def arrow_datasets(spec: dict) -> dict:
+    """spec with its named datasets already in Arrow IPC bytes, the form st.vega_lite_chart sends
+    (it converts record lists on every call, bytes it passes on): for specs kept across reruns,
+    whose conversion is then paid once."""
+    if not spec.get("datasets"):
+        return spec
+    from streamlit import dataframe_util
+    return {**spec, "datasets": {name: data if isinstance(data, bytes) else
+                                 dataframe_util.convert_anything_to_arrow_bytes(data)
+                                 for name, data in spec["datasets"].items()}}
+
+
 def faint_window(n: int) -> int:
     """Iterations per rolling window of a noisy per-iteration metric: about 1/25 of the run, at least 5."""
     return max(5, n // 25)

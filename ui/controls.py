@@ -21,8 +21,8 @@ import streamlit as st
 
 # ADVANTAGE_ESTIMATORS: the core's estimator registry (name -> one-line help); this is the one
 # import of it in ui/, re-exported for the pages.
-from grpo_core import (ADVANTAGE_ESTIMATORS, ConfigError, GRPOConfig, ProblemConfig, RLVRConfig,  # noqa: F401
-                       RewardModelConfig, SFTConfig, config_fields, field_range)
+from grpo_core import (ADVANTAGE_ESTIMATORS, ConfigError, GRPOConfig, PolicyOptimizationConfig,  # noqa: F401
+                       ProblemConfig, RLVRConfig, RewardModelConfig, SFTConfig, config_fields, field_range)
 
 SEEDS_DEFAULT, SEEDS_MAX = 8, 64
 RUN_SEEDS_HELP = ("Independent runs (seeds seed, seed+1, …) trained together as one batch; the "
@@ -42,7 +42,8 @@ LABELS = {"n_contexts": "contexts C", "vocab_size": "vocabulary size V", "contex
           "dual_clip": "dual-clip constant c", "entropy_coef": "entropy bonus coefficient",
           "ref_reset_every": "reset reference every N iterations",
           "dynamic_sampling": "dynamic sampling: max redraws"}
-# The notebook's GRPO knobs; any other GRPOConfig field is a later variant, shown in an expander.
+# The notebook's GRPO knobs; any other policy-optimization field (GRPOConfig, SeqGRPOConfig, ...) is
+# a later variant, shown in an expander.
 GRPO_CORE = ("iterations", "prompts", "group_size", "lr", "kl_coef", "clip_eps", "epochs", "seed")
 VARIANTS_TITLE = "Variants: advantages, KL, clipping, DAPO"
 # The upstream stages: (config class, key prefix, name), all set on the Setup page.
@@ -216,14 +217,15 @@ def seeds(prefix: str, default: int = SEEDS_DEFAULT, help: str = RUN_SEEDS_HELP)
 
 def field_label(cls, name: str) -> str:
     """The on-screen label of config field name of cls: what a widget, caption or message calls it."""
-    if name == "epochs" and issubclass(cls, GRPOConfig):
+    if name == "epochs" and issubclass(cls, PolicyOptimizationConfig):
         return "PPO epochs μ"
     return LABELS.get(name, name.replace("_", " "))
 
 
 def config_settings(cls, prefix: str, defaults: dict | None = None, skip: Sequence[str] = ()) -> list[Setting]:
     """A Setting per user-settable field of cls, keyed "<prefix>_<field>", bounded by the field's
-    metadata (config.knob). For GRPO configs, fields beyond the notebook's go in the variants group."""
+    metadata (config.knob). For policy-optimization configs (both engines), fields beyond the
+    notebook's go in the variants group."""
     out = []
     for f in config_fields(cls):
         if f.name in skip:
@@ -231,7 +233,8 @@ def config_settings(cls, prefix: str, defaults: dict | None = None, skip: Sequen
         meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
         label = field_label(cls, f.name)
         common = dict(label=label, help=f"{meta['help']} Range: {field_range(cls, f.name)}.", field=f.name,
-                      group="variants" if issubclass(cls, GRPOConfig) and f.name not in GRPO_CORE else "")
+                      group="variants" if issubclass(cls, PolicyOptimizationConfig) and f.name not in GRPO_CORE
+                      else "")
         lo, hi, key = meta.get("lo"), meta.get("hi"), f"{prefix}_{f.name}"
         if meta.get("choices"):
             out.append(Setting(key, default, choices=tuple(meta["choices"]), kind="selectbox", **common))

@@ -42,9 +42,10 @@ def exact_note(text: str) -> None:
 
 # ---------------------------------------------------------------- TRL export
 
-def trl_export(cfg) -> None:
-    """An expander with the TRL GRPOConfig equivalent of cfg, and the knobs TRL lacks."""
-    export = to_trl(cfg)
+def trl_export(cfg, task=None) -> None:
+    """An expander with the TRL GRPOConfig equivalent of cfg (a sequence run's with its task), and
+    the knobs TRL lacks."""
+    export = to_trl(cfg, task)
     with st.expander("Use these settings in TRL"):
         st.markdown("The same run as Hugging Face TRL `GRPOConfig` arguments. One iteration here is "
                     "one TRL generation batch (prompts × G completions) followed by epochs × "

@@ -3,12 +3,17 @@ results), the measured table, the curves, the (KL, true reward) plane and the ve
 
 Shared between sessions: ``RESULTS``, a ui.store.ResultStore of LandscapeResults (at most
 ``MAX_ENTRIES``, measured bytes, one lock per request so identical requests train once);
-the chart-spec caches of :func:`kl_plane_chart` (ui.charts.chart_spec) and
-:func:`frontier` / :func:`kl_fixed_points` (st.cache_data, 16 entries each).
+``VIEWS``, at most ``VIEW_ENTRIES`` LandscapeViews (what the page draws, derived from a result,
+keyed like it, shared read-only, least recently used out first); the chart-spec caches of
+:func:`kl_plane_chart` (ui.charts.chart_spec) and :func:`frontier` / :func:`kl_placements`
+(st.cache_data, 16 entries each).
 """
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Sequence
 
 import altair as alt
@@ -16,17 +21,21 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from grpo_core import Upstream
+from grpo_core import GRPOConfig, Upstream
 from grpo_core.methods import kl as kl_analysis
-from grpo_core.methods.landscape import (METHODS, LandscapeResult, kl_frontier, landscape,
+from grpo_core.methods.landscape import (ALL_METHODS, METHODS, LandscapeResult, kl_frontier, landscape,
                                          landscape_configs, measured_table)
-from ui import controls, store
+from ui import charts, controls, store
 from ui.charts import PALETTE, chart_spec, chart_title, CHART_HEIGHT
 
 MAX_ENTRIES = 6
+# the page's default: every method the "when to use what" rows compare (DPO and GRPO, GRPO + RLVR
+# and PPO + RLVR, PPO and GRPO)
+DEFAULT_METHODS = ("ppo", "grpo", "rlvr", "ppo_rlvr", "dpo")
 # one colour per method, none of them the optima's black and grey
 COLORS = {"ppo": "#3056d3", "reinforce": "#e8702a", "rloo": "#1b9e77", "reinforce_pp": "#b8336a",
-          "remax": "#7570b3", "grpo": "#66a61e", "rlvr": "#a6761d", "dpo": "#d62728", "online_dpo": "#17becf"}
+          "remax": "#7570b3", "grpo": "#66a61e", "rlvr": "#a6761d", "ppo_rlvr": "#e6ab02", "dpo": "#d62728",
+          "online_dpo": "#17becf"}
 
 
 def _nbytes(results: Sequence[LandscapeResult]) -> int:
@@ -42,12 +51,18 @@ def _nbytes(results: Sequence[LandscapeResult]) -> int:
 RESULTS = store.ResultStore(max_entries=MAX_ENTRIES, max_bytes=MAX_ENTRIES * 32 * 2**20, nbytes=_nbytes)
 
 
+def result_key(up: Upstream, methods: Sequence[str], seeds: int, responses: int) -> tuple:
+    """The key of a landscape result (and of its view): upstream configs, methods in the table's
+    order, seeds, budget."""
+    return up.configs, tuple(m for m in ALL_METHODS if m in methods), seeds, responses
+
+
 def train(up: Upstream, methods: Sequence[str], seeds: int, responses: int) -> LandscapeResult:
     """The landscape of these methods from RESULTS, or trained here (once, however many sessions
     ask at the same time) with a progress indicator. Bad input stops the page with one line."""
-    methods = tuple(m for m in METHODS if m in methods)
+    key = result_key(up, methods, seeds, responses)
+    methods = key[1]
     controls.combine(landscape_configs, methods, seeds, responses)     # checks input and work cap first
-    key = (up.configs, methods, seeds, responses)
 
     def run():
         with st.spinner(f"Training {len(methods)} methods × {seeds} seeds, {responses:,} responses each…",
@@ -59,28 +74,37 @@ def train(up: Upstream, methods: Sequence[str], seeds: int, responses: int) -> L
 
 # ---------------------------------------------------------------- the table
 
+# The measured table in two parts, each narrow enough to read without scrolling: what each
+# method reaches, and what it needs.
 TABLE_COLUMNS = {
     "label": "method", "true_reward": "final true reward", "band": "10th–90th pct", "kl": "KL to SFT",
-    "to_90": "responses to 90% of gain", "reward_source": "reward source", "advantage": "advantage",
-    "online": "online?", "networks": "networks in memory", "trained_params": "parameters trained",
+    "to_90": "responses to 90% of gain", "seconds_per_1000": "s per 1,000 responses",
+}
+NEEDS_COLUMNS = {
+    "label": "method", "reward_source": "reward source", "advantage": "advantage", "online": "online?",
+    "networks": "networks", "trained_params": "parameters trained",
     "responses_per_iteration": "responses / iteration", "reward_queries": "reward queries / iteration",
-    "seconds_per_1000": "s per 1,000 responses",
 }
 
 
 def table_view(t: pd.DataFrame) -> pd.DataFrame:
-    """measured_table as the page shows it: the notebook's words next to measured numbers."""
+    """measured_table's outcome as the page shows it: final reward, its spread, KL, speed."""
     view = t.assign(band=[f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(t.true_reward_p10, t.true_reward_p90)],
-                    online=t.online.map({True: "yes", False: "no (offline pairs)"}),
                     to_90=[("—" if math.isnan(v) else f"{v:,.0f}" + ("" if on else " pairs"))
-                           for v, on in zip(t.to_90, t.online)])
+                           for v, on in zip(t.to_90, t.online)],
+                    seconds_per_1000=["— (no responses)" if math.isnan(v) else f"{v:.3f}" for v in t.seconds_per_1000])
     return view[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
+
+
+def needs_view(t: pd.DataFrame) -> pd.DataFrame:
+    """What each method needs, in the notebook table's words next to measured counts."""
+    view = t.assign(online=t.online.map({True: "yes", False: "no"}))
+    return view[list(NEEDS_COLUMNS)].rename(columns=NEEDS_COLUMNS)
 
 
 def table_formats() -> dict:
     f = lambda fmt: st.column_config.NumberColumn(format=fmt)
-    return {"final true reward": f("%.3f"), "KL to SFT": f("%.3f"), "s per 1,000 responses": f("%.3f"),
-            "parameters trained": f("%d")}
+    return {"final true reward": f("%.3f"), "KL to SFT": f("%.3f"), "parameters trained": f("%d")}
 
 
 # ---------------------------------------------------------------- curves
@@ -128,8 +152,11 @@ def kl_plane_chart(points: pd.DataFrame, front: pd.DataFrame, label_order: list,
     opt = front.assign(series=front.target.map({"true reward": "optimum of the true reward",
                                                 "reward model": "optimum of the reward model"}))
     domain = label_order + ["optimum of the true reward", "optimum of the reward model"]
+    # legend symbols opaque and without outline (the dots' 0.5 opacity and the dashed line's dash made
+    # them faint, and the reward model's optimum a dashed ring)
     color = alt.Color("series:N", scale=alt.Scale(domain=domain, range=color_range + ["#222222", "#999999"]),
-                      legend=alt.Legend(orient="bottom", title=None, labelLimit=300))
+                      legend=alt.Legend(orient="bottom", title=None, labelLimit=300, symbolOpacity=1,
+                                        symbolStrokeWidth=0))
     kl_max = float(points.kl.max()) * 1.3 + 1e-3
     opt = opt[opt.kl <= kl_max]
     x = alt.X("kl:Q", title="KL(policy ‖ SFT)  (nats)", scale=alt.Scale(domain=[0, kl_max]))
@@ -234,17 +261,18 @@ def when_to_use(t: pd.DataFrame, sft: float) -> list[tuple[str, str, str]]:
                         "here the advice does not hold: training a reward model and running GRPO does better.")))
     else:
         rows.append(("Offline preference pairs only", "DPO", "Add DPO and GRPO to the methods to measure this."))
-    other = ppo if ppo is not None else grpo
-    if rlvr is not None and other is not None:
-        wins = rlvr.true_reward > other.true_reward
+    ppo_rlvr = _row(t, "ppo_rlvr")
+    if rlvr is not None and ppo_rlvr is not None:
+        wins = rlvr.true_reward > ppo_rlvr.true_reward
         rows.append(("A verifier is available", "RLVR (GRPO on the verifiable reward)",
-                     f"GRPO + RLVR ends at {rlvr.true_reward:.3f} against {other.true_reward:.3f} for "
-                     f"{other.label} on the reward model ({rlvr.true_reward - other.true_reward:+.3f}), with "
-                     f"{int(rlvr.networks)} networks instead of {int(other.networks)}; "
+                     f"On the same verifier, GRPO + RLVR ends at {rlvr.true_reward:.3f} and PPO + RLVR at "
+                     f"{ppo_rlvr.true_reward:.3f} ({rlvr.true_reward - ppo_rlvr.true_reward:+.3f}), with "
+                     f"{int(rlvr.networks)} networks instead of {int(ppo_rlvr.networks)} (no critic); "
                      + ("the advice holds here." if wins else
-                        "at this budget the advice does not hold on this task.")))
+                        "at this budget the advice does not hold on this task: the critic does better.")))
     else:
-        rows.append(("A verifier is available", "RLVR", "Add GRPO + RLVR and PPO or GRPO to measure this."))
+        rows.append(("A verifier is available", "RLVR",
+                     "Add GRPO + RLVR and PPO + RLVR (PPO on the verifier) to measure this."))
     online = t[t.online & t.to_90.notna()]
     if len(online) > 0:
         fast = online.sort_values("to_90").iloc[0]
@@ -262,3 +290,115 @@ def when_to_use(t: pd.DataFrame, sft: float) -> list[tuple[str, str, str]]:
                      + ("the advice holds here." if ppo.true_reward > grpo.true_reward else
                         "here the critic does not buy quality: the advice does not hold on this task.")))
     return rows
+
+
+# ---------------------------------------------------------------- sentences of the lower sections
+
+def plane_sentence(t: pd.DataFrame, front: pd.DataFrame) -> str:
+    """Which method ends closest to the true reward's optimum at its own KL, which farthest, and
+    how many end above the reward model's optimum."""
+    gaps = {row.label: optimum_at(front, "true reward", row.kl) - row.true_reward for row in t.itertuples()}
+    closest, farthest = min(gaps, key=gaps.get), max(gaps, key=gaps.get)
+    above = [row.label for row in t.itertuples() if row.true_reward > optimum_at(front, "reward model", row.kl)]
+    return (f"No policy at a given KL can beat the solid line. **{closest}** ends closest to it: "
+            f"{gaps[closest]:.3f} below the optimum of the true reward at its own KL; the farthest, "
+            f"**{farthest}**, is {gaps[farthest]:.3f} below. The dashed line is the true reward "
+            "of the reward model's exact optimum: what perfectly optimizing the reward model would give at each "
+            f"KL. {len(above)} of {len(gaps)} methods end above it" + (f" ({', '.join(above)})" if above else "") + ".")
+
+
+def placements_view(fixed: pd.DataFrame) -> pd.DataFrame:
+    """kl_placements as a static table (st.table wraps its text, so every column is in view):
+    indexed by placement, what it is first, numbers to 4 decimals."""
+    order = ["what it is"] + [c for c in fixed.columns if c not in ("placement", "what it is")]
+    shown = fixed.set_index("placement")[order]
+    return shown.assign(**{c: ["—" if math.isnan(v) else f"{v:.4f}" for v in shown[c]]
+                           for c in order if shown[c].dtype.kind == "f"})
+
+
+def placements_sentence(fixed: pd.DataFrame) -> str:
+    """Where k3 in the loss and k1 in the reward converge, from kl_placements."""
+    by = fixed.set_index("placement")
+    k3, k1r = by.loc["k3_loss"], by.loc["k1_reward"]
+    return (f"k3 in the loss follows the gradient of **{k3['its expected gradient is that of']}** and converges "
+            f"to the {k3['converges to']}: KL {k3['KL(π ‖ π_ref) there']:.4f}, true reward "
+            f"{k3['true reward there']:.4f}. k1 in the reward follows **{k1r['its expected gradient is that of']}** "
+            f"and converges to {k1r['converges to']}: KL {k1r['KL(π ‖ π_ref) there']:.4f}, true reward "
+            f"{k1r['true reward there']:.4f}. k1 in the loss has zero expected gradient: it leaves the policy "
+            "free to chase the reward's argmax.")
+
+
+# ---------------------------------------------------------------- the page's view of one result
+
+@dataclass(frozen=True)
+class LandscapeView:
+    """Everything the page draws from one landscape result: tables, sentences and chart specs.
+    Shared read-only between sessions (VIEWS): never change one in place."""
+
+    table: pd.DataFrame          # measured_table
+    shown: pd.DataFrame          # table_view: what each method reaches
+    needs: pd.DataFrame          # needs_view: what it needs
+    winner: str
+    online_charts: list          # Vega-Lite specs (datasets in Arrow): true reward and KL against responses
+    offline_charts: list         # the same against preference pairs (offline DPO)
+    plane: dict                  # kl_plane_chart
+    plane_text: str
+    when: pd.DataFrame           # when_to_use, indexed by situation
+    beta: float                  # the KL coefficient of the placements
+    placements: pd.DataFrame     # kl_placements
+    placements_shown: pd.DataFrame   # placements_view
+    placements_text: str
+
+
+def _curves(res: LandscapeResult, methods: Sequence[str], rules: dict, x: str, prefix: str = "") -> list:
+    g, c = groups(res, methods), colors(methods)
+    return [charts.arrow_datasets(charts.band_chart(g, "true_reward", f"{prefix}Exact true reward",
+                                                    y_title="true reward", x=x, rules=rules, colors=c)),
+            charts.arrow_datasets(charts.band_chart(g, "kl_ref", f"{prefix}KL(policy ‖ SFT)", y_title="KL (nats)",
+                                                    x=x, colors=c))]
+
+
+def build_view(res: LandscapeResult, up: Upstream) -> LandscapeView:
+    """The page's view of res (its methods in the table's order)."""
+    methods = list(res.histories)
+    table = measured_table(res)
+    online = [m for m in methods if METHODS[m].online]
+    offline = [m for m in methods if not METHODS[m].online]
+    rules = {"best achievable": res.best, "SFT": res.sft}
+    front = frontier(up)
+    beta = GRPOConfig().kl_coef
+    fixed = kl_placements(up, beta)
+    when = pd.DataFrame(when_to_use(table, res.sft),
+                        columns=["situation", "the notebook's advice", "measured here"]).set_index("situation")
+    return LandscapeView(
+        table=table, shown=table_view(table), needs=needs_view(table), winner=winner_sentence(table, res.sft),
+        online_charts=_curves(res, online, rules, "responses") if online else [],
+        offline_charts=_curves(res, offline, rules, "pairs", "DPO: ") if offline else [],
+        plane=charts.arrow_datasets(kl_plane_chart(final_points(res, methods), front,
+                                                   [METHODS[m].label for m in methods], colors(methods),
+                                                   res.best, res.sft)),
+        plane_text=plane_sentence(table, front), when=when, beta=beta,
+        placements=fixed, placements_shown=placements_view(fixed), placements_text=placements_sentence(fixed))
+
+
+VIEW_ENTRIES = 16
+VIEWS: OrderedDict[tuple, LandscapeView] = OrderedDict()
+_views_lock = threading.Lock()
+
+
+def view(up: Upstream, methods: Sequence[str], seeds: int, responses: int) -> LandscapeView:
+    """The page's view of the landscape of these settings. A rerun with settings seen before gets
+    it from VIEWS (keyed like RESULTS, no copy, no hashing of results, no chart rebuilt); otherwise
+    the result comes from train (RESULTS, or trained) and its view is built once and kept."""
+    key = result_key(up, methods, seeds, responses)
+    with _views_lock:
+        found = VIEWS.get(key)
+        if found is not None:
+            VIEWS.move_to_end(key)
+            return found
+    made = build_view(train(up, methods, seeds, responses), up)
+    with _views_lock:
+        VIEWS[key] = made
+        while len(VIEWS) > VIEW_ENTRIES:
+            VIEWS.popitem(last=False)
+    return made

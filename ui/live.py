@@ -1,10 +1,13 @@
 """Training you can watch, stop, share, pin and save: the run pages' glue beyond ui.store.
 
-- run_view(): a run page's training: the "Watch it train" toggle, then the finished runs, which
-  come from ui.store.train (a Stop button ends them where they are).
+- watch_or_train(): any engine's runs with the "Watch it train" toggle, then the finished runs,
+  which come from ui.store.train (a Stop button ends them where they are). run_view() is the
+  one-token run pages' (GRPO, RLVR); ui.seq.run_view the sequence engine's.
 - watch_section(): the live view (Play, Pause, Step, Reset) in an st.fragment that re-runs a few
   times a second while playing, each time training one more piece of a ui.store.LiveRun without
-  re-running the page. A finished live run goes into the store, so the static view shows it at once.
+  re-running the page. It knows an engine only by its trainer factory, store key and a frame
+  function that draws the live charts (token_frame for one-token runs; live_axes keeps their axes
+  steady). A finished live run goes into the store, so the static view shows it at once.
 - share_link(), downloads, configuration upload, pins: one function each.
 
 Shared between sessions: nothing; per user everything lives in st.session_state (the page's one
@@ -12,7 +15,7 @@ LiveRun through ui.store.hold, pins capped at MAX_PINS).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 from urllib.parse import urlencode
 
 import altair as alt
@@ -32,18 +35,34 @@ KINDS = {"grpo": (GRPOConfig, "GRPO", "pages/2_GRPO.py"), "rlvr": (RLVRConfig, "
 
 def run_view(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig], key: str, name: str, color: str,
              second: tuple[str, str, str]) -> list[RunResult]:
-    """A run page's training: the "Watch it train" toggle (live view) and the finished runs.
-    Stops the page while a live run is still going (its diagnostics come when it finishes)."""
+    """A one-token run page's training (GRPO, RLVR): the "Watch it train" toggle (live view) and
+    the finished runs. second = (history column, chart title, y title) of the live chart beside
+    the true reward."""
     configs = tuple(configs)
     guard.work_caption(configs)
+    guard.check_request(up.configs, configs)
+    return watch_or_train(page, up, configs, key, token_frame(up, configs, name, color, second))
+
+
+def watch_or_train(page: PageSettings, up, configs: Sequence, key: str, frame: Callable, *,
+                   run_key=None, make_trainer: Callable[[], object] | None = None) -> list:
+    """Any engine's runs of configs with the "Watch it train" toggle: when on, the live view
+    (watch_section), and the page stops there until the live run has finished and is stored;
+    then (or with the toggle off) the finished runs from ui.store.train.
+
+    The engine is given as in ui.store.train: its store key and trainer factory (a sequence run's,
+    checked by its caller), or neither for one-token GRPO runs. frame(run) draws the live charts.
+    """
+    configs = tuple(configs)
+    shown_key = store.STORE.key(up.configs, configs) if run_key is None else run_key
     if page.draw(f"{key}_watch"):
         st.header("Watch it train")
-        watch_section(page, up, configs, key, name, color, second)
-        if store.STORE.key(up.configs, configs) not in store.STORE:
+        watch_section(page, up, configs, key, frame, run_key=shown_key, make_trainer=make_trainer)
+        if shown_key not in store.STORE:
             st.caption("Every diagnostic of these runs appears here when the live run finishes.")
             st.stop()
         st.header("The finished runs")
-    return store.train(up, configs, key)
+    return store.train(up, configs, key, key=run_key, make_trainer=make_trainer)
 
 
 def keep_and_share(key: str, cfg: GRPOConfig, n_seeds: int, up: Upstream, results: Sequence[RunResult]) -> None:
@@ -57,16 +76,19 @@ def keep_and_share(key: str, cfg: GRPOConfig, n_seeds: int, up: Upstream, result
 
 # ---------------------------------------------------------------- watch it train
 
-def watch_section(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig], key: str, name: str,
-                  color: str, second: tuple[str, str, str]) -> None:
+def watch_section(page: PageSettings, up, configs: Sequence, key: str, frame: Callable, *,
+                  run_key=None, make_trainer: Callable[[], object] | None = None) -> None:
     """Play / Pause / Step / Reset a live run of configs, its charts redrawn as it trains.
 
-    second = (history column, chart title, y title) of the chart beside the true reward. The
-    LiveRun is made on the first Play or Step and is the page's one held run; Reset frees it.
+    The engine: make_trainer() makes its resumable trainer (grpo_core.trainer.ResumableTrainer:
+    GRPOTrainer when None, SeqTrainer for sequences) and run_key is where its results are stored
+    (ui.store.LiveRun's defaults when None). frame(run) draws the charts of the held
+    store.LiveRun, or of nothing trained yet (None). The LiveRun is made on the first Play or
+    Step and is the page's one held run; Reset frees it, and so does leaving the page.
     """
     configs = tuple(configs)
     run_name, playing_key = f"{key}_live", f"{key}_playing"
-    run_key = store.STORE.key(up.configs, configs)
+    run_key = store.STORE.key(up.configs, configs) if run_key is None else run_key
     if store.held_run(run_name, run_key) is None:
         st.session_state[playing_key] = False
     chunk = page.draw(f"{key}_chunk")
@@ -74,7 +96,8 @@ def watch_section(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig
 
     def live() -> store.LiveRun:
         """The held live run of these settings, made when first needed."""
-        return store.held_run(run_name, run_key) or store.hold(run_name, store.LiveRun(up, configs))
+        return store.held_run(run_name, run_key) or store.hold(run_name, store.LiveRun(
+            up, configs, key=run_key, trainer=make_trainer() if make_trainer is not None else None))
 
     def play():
         st.session_state[playing_key] = not st.session_state.get(playing_key, False)
@@ -110,43 +133,59 @@ def watch_section(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig
         state = "finished" if finished else "playing" if playing else "paused" if done else "ready"
         cols[3].markdown(f"Live iteration **{done}** of {total} · {state}")
         st.progress(done / total)
-        seed = configs[0].seed
-        if done:
+        if not done:
+            st.info("Press Play (or Step) to train from the SFT policy and watch it learn.")
+        frame(run if done else None)
+        stored_now = False
+        if finished and not run.stopped and run_key not in store.STORE:    # (again, if it was evicted)
+            run.stored = stored_now = store.STORE.put(run_key, run.results())
+        if playing != ticking or stored_now:
+            st.session_state[playing_key] = playing
+            # Start or stop the timer; a finished run (also one Step finished) shows the full view.
+            st.rerun(scope="app")
+
+    panel()
+
+
+def live_axes(run: store.LiveRun, results: Sequence) -> Callable[..., dict]:
+    """axes(column, extra=()) -> band_chart's x_max and y_range for a live chart of column: the
+    whole run on x from the first frame; on y the range held so far (kept in the run), widened
+    only when the curve (or an extra value, e.g. a reference line) leaves it (charts.grow_range)."""
+    def axes(column: str, extra: Sequence[float] = ()) -> dict:
+        values = [*(v for r in results for v in r.history[column].to_numpy()), *extra]
+        run.y_ranges[column] = charts.grow_range(run.y_ranges.get(column), values)
+        return dict(x_max=run.total, y_range=run.y_ranges[column])
+    return axes
+
+
+def token_frame(up: Upstream, configs: Sequence[GRPOConfig], name: str, color: str,
+                second: tuple[str, str, str]) -> Callable:
+    """The one-token live charts: true reward, second[0], KL and entropy over seeds, then the
+    first seed's policy per context (the SFT policy before anything is trained)."""
+    def frame(run: store.LiveRun | None) -> None:
+        if run is not None:
             results = run.results()
             runs = {f"{name}, live ({len(results)} seeds)": [r.history for r in results]}
             rules = views.reward_rules(up)
-
-            def axes(column: str, extra: Sequence[float] = ()) -> dict:
-                """The whole run on x from the first frame; on y the range held so far, widened
-                only when the curve leaves it (charts.grow_range)."""
-                values = [*(v for r in results for v in r.history[column].to_numpy()), *extra]
-                run.y_ranges[column] = charts.grow_range(run.y_ranges.get(column), values)
-                return dict(colors=[color], x_max=total, y_range=run.y_ranges[column])
-
+            axes = live_axes(run, results)
             charts.show_grid([
                 charts.band_chart(runs, "true_reward", "Expected true reward, exact", y_title="true reward",
-                                  rules=rules, **axes("true_reward", rules.values())),
-                charts.band_chart(runs, second[0], second[1], y_title=second[2], **axes(second[0])),
+                                  rules=rules, colors=[color], **axes("true_reward", rules.values())),
+                charts.band_chart(runs, second[0], second[1], y_title=second[2], colors=[color],
+                                  **axes(second[0])),
                 charts.band_chart(runs, "kl_ref", "KL(policy ‖ SFT reference), exact", y_title="KL (nats)",
-                                  **axes("kl_ref", [0.0])),
+                                  colors=[color], **axes("kl_ref", [0.0])),
                 charts.band_chart(runs, "entropy", "Policy entropy, exact", y_title="entropy (nats)",
-                                  **axes("entropy"))])
+                                  colors=[color], **axes("entropy"))])
             policy = results[0].final_logp.exp().numpy()
         else:
-            st.info("Press Play (or Step) to train from the SFT policy and watch it learn.")
             policy = up.sft.logp.exp().numpy()
         charts.show(charts.context_bars(
             {f"{name} policy now": policy, "SFT reference": up.sft.logp.exp().numpy(),
              "true preference": up.problem.true_reward.numpy()}, up.problem.correct_token.numpy(),
-            f"Policy of seed {seed} after {done} iterations, per context",
+            f"Policy of seed {configs[0].seed} after {run.done if run is not None else 0} iterations, per context",
             "★ marks each context's correct (best) token", colors=[color, charts.SFT_COLOR, charts.TRUE_COLOR]))
-        if finished and not run.stopped and not run.stored:
-            run.stored = store.STORE.put(run_key, run.results())
-        if playing != ticking:
-            st.session_state[playing_key] = playing
-            st.rerun(scope="app")   # start or stop the timer; a finished run shows the full view
-
-    panel()
+    return frame
 
 
 # ---------------------------------------------------------------- sharing, saving, loading

@@ -7,12 +7,13 @@ through ui.store and draws.
 
 Shared between sessions: the st.cache_data caches of :func:`upstream` and :func:`reference`
 (8 entries each; Streamlit hands out copies); results live in ui.store.STORE (bounded, locked).
-Per session: the page's one ui.store.LiveRun (of a SeqTrainer) while it trains, through ui.store.hold.
+Per session: the page's one ui.store.LiveRun (of a SeqTrainer) while it trains or is watched
+(ui.live.watch_section), through ui.store.hold; freed on Reset and when the page is left.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import streamlit as st
@@ -23,7 +24,7 @@ from grpo_core.sequence import (METRICS, SeqGRPOConfig, SeqRewardModelConfig, Se
                                 SeqSFTConfig, SeqTaskConfig, SeqTrainer, SeqUpstream,
                                 build_seq_upstream, sequence_metrics)
 from grpo_core.sequence.config import check_seq_budget
-from ui import charts, controls, guard, store
+from ui import charts, controls, guard, live, store
 from ui.controls import Setting
 
 # The knobs every sequence run shows; the rest of SeqGRPOConfig goes in the variants expander.
@@ -143,17 +144,43 @@ def store_key(up_configs: tuple, needs_rm: bool, configs: Sequence[SeqGRPOConfig
     return store.STORE.key(("sequence", task_cfg, sft_cfg, rm_cfg if needs_rm else None), configs)
 
 
+def _request(up_configs: tuple, configs: tuple) -> tuple[SeqUpstream, tuple]:
+    """(upstream, store key) of a request, once it is checked against the caps."""
+    needs_rm = any(c.reward == "reward_model" for c in configs)
+    check_request(up_configs[0], configs)
+    return upstream(up_configs, needs_rm), store_key(up_configs, needs_rm, configs)
+
+
 def train(up_configs: tuple, configs: Sequence[SeqGRPOConfig], name: str | None = None
           ) -> tuple[SeqUpstream, list[SeqRunResult]]:
     """(upstream, the runs of configs) from ui.store.STORE, or trained here with a progress bar,
     once however many sessions ask at the same time. With a name, a Stop button ends training
     where it is (the finished iterations are shown, not stored), as ui.store.train does."""
     configs = tuple(configs)
-    needs_rm = any(c.reward == "reward_model" for c in configs)
-    check_request(up_configs[0], configs)
-    up = upstream(up_configs, needs_rm)
-    key = store_key(up_configs, needs_rm, configs)
+    up, key = _request(up_configs, configs)
     return up, store.train(up, configs, name, key=key, make_trainer=lambda: SeqTrainer(up, configs))
+
+
+def run_view(page: controls.PageSettings, up_configs: tuple, configs: Sequence[SeqGRPOConfig], key: str,
+             show_runs: bool = False) -> tuple[SeqUpstream, list[SeqRunResult]]:
+    """train() with the "Watch it train" toggle of the one-token run pages (ui.live.watch_or_train):
+    when on, the live view trains configs a piece at a time and redraws curve_charts over the
+    partial histories; the finished runs follow once the live run has finished (it is stored
+    under the same key, so they are the very runs train() gives)."""
+    configs = tuple(configs)
+    up, run_key = _request(up_configs, configs)
+    ref, columns, label = reference(up), curve_columns(configs), run_label(configs, live=True)
+
+    def frame(run: store.LiveRun | None) -> None:
+        if run is None:
+            return
+        results = run.results()
+        charts.show_grid(curve_charts({label: [r.history for r in results]}, ref, show_runs,
+                                      columns, colors=[SEQ_COLOR], axes=live.live_axes(run, results)))
+
+    results = live.watch_or_train(page, up, configs, key, frame, run_key=run_key,
+                                  make_trainer=lambda: SeqTrainer(up, configs))
+    return up, results
 
 
 # ---------------------------------------------------------------- views
@@ -173,14 +200,32 @@ BATCH_CURVES = (("clip_frac_token", "Clipped tokens (fraction of the batch's tok
                 ("batch_length", "Mean sampled length in the batch", "tokens"))
 
 
+def curve_columns(configs: Sequence[SeqGRPOConfig]) -> list[tuple[str, str, str]]:
+    """The exact curves of these runs: CURVES, with the reward model's score when one trains on it."""
+    columns = list(CURVES)
+    if any(c.reward == "reward_model" for c in configs):
+        columns.insert(1, ("rm_reward", "Expected reward-model score, exact", "RM score"))
+    return columns
+
+
+def run_label(configs: Sequence[SeqGRPOConfig], live: bool = False) -> str:
+    """The legend's name of a page's runs (the seeds of one config): loss type, ratios, seeds."""
+    cfg = configs[0]
+    return (f"{cfg.loss_type}, {cfg.importance_sampling_level} ratios{', live' if live else ''} "
+            f"({len(configs)} seeds)")
+
+
 def curve_charts(groups: dict[str, Sequence[pd.DataFrame]], ref: dict[str, float], show_runs: bool,
-                 columns: Sequence[tuple[str, str, str]] = CURVES, colors=None) -> list:
-    """One band chart per (column, title, y title), with the SFT start as a dashed line."""
+                 columns: Sequence[tuple[str, str, str]] = CURVES, colors=None,
+                 axes: Callable[..., dict] | None = None) -> list:
+    """One band chart per (column, title, y title), with the SFT start as a dashed line.
+    axes(column, extra values) gives a live chart's fixed x and held y range (ui.live.live_axes)."""
     out = []
     for column, title, y_title in columns:
         rules = {"SFT start": ref[column]} if column in ref and ref[column] == ref[column] else None
+        fixed = axes(column, list(rules.values()) if rules else []) if axes is not None else {}
         out.append(charts.band_chart(groups, column, title, y_title=y_title, rules=rules,
-                                     show_runs=show_runs, colors=colors))
+                                     show_runs=show_runs, colors=colors, **fixed))
     return out
 
 

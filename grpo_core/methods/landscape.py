@@ -111,6 +111,11 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
     MethodSpec("rlvr", "GRPO + RLVR", "GRPO on the verifiable reward: 1 for the context's best token, "
                "0 otherwise; no reward model at all.",
                "Verifiable (exact)", "Group-relative", True, ("policy", "reference"), _rlvr),
+    MethodSpec("ppo_rlvr", "PPO + RLVR", "PPO on the verifiable reward: its critic V(c) learns the "
+               "verifier's 0/1 reward, k1 KL subtracted from it; no reward model (the alternative to "
+               "GRPO + RLVR when a verifier is available).",
+               "Verifiable (exact)", "GAE + critic V(s)", True, ("policy", "reference", "critic"),
+               _engine("ppo_rlvr", PPOConfig, reward="verifiable")),
     MethodSpec("dpo", "DPO", "Offline DPO on exactly the reward model's labelled pairs: the same "
                "information as 'reward model + GRPO', no reward model and no sampling.",
                "Implicit (log ratio)", "N/A (supervised)", False, ("policy", "reference"), _dpo,
@@ -120,8 +125,10 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
                "Reward model (as a judge)", "N/A (pairwise)", True, POLICY_REF_RM, _online_dpo,
                engine="online_dpo"),
 ]}
+# The notebook's table (the CLI's default and its JSON contract); ALL_METHODS adds the opt-in ones.
 METHOD_NAMES = ("ppo", "reinforce", "rloo", "reinforce_pp", "remax", "grpo", "rlvr", "dpo", "online_dpo")
-assert set(METHOD_NAMES) == set(METHODS)
+ALL_METHODS = tuple(METHODS)          # in the table's order, PPO + RLVR next to GRPO + RLVR
+assert set(METHOD_NAMES) < set(ALL_METHODS)
 
 
 @dataclass(frozen=True)
@@ -181,7 +188,7 @@ def landscape_configs(methods: Sequence[str] = METHOD_NAMES, seeds: int = 8,
     Raises ConfigError (naming `methods`, `seeds` or `responses`) for bad input."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise ConfigError("methods", f"must be among {', '.join(METHOD_NAMES)}, got "
+        raise ConfigError("methods", f"must be among {', '.join(ALL_METHODS)}, got "
                           f"{', '.join(unknown) or 'none'}")
     if not 1 <= seeds <= 64:
         raise ConfigError("seeds", f"must be 1 to 64, got {seeds}")

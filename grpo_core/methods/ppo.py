@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..advantages import ALL_ESTIMATORS
-from ..config import GRPOConfig, KL_ESTIMATORS, KL_PLACEMENTS, knob
+from ..config import GRPOConfig, knob, knob_default
 
 ESTIMATOR_NAMES = tuple(ALL_ESTIMATORS)
 _HELP = "Baseline and scale of the advantage: " + "; ".join(
@@ -25,29 +25,28 @@ _HELP = "Baseline and scale of the advantage: " + "; ".join(
 class ReinforcePPConfig(GRPOConfig):
     """REINFORCE++: one response per prompt, rewards (KL in them) whitened over the batch."""
 
-    prompts: int = knob(64, 1, 64, "Prompts sampled per iteration (with replacement), one response "
-                        "each by default (64 = GRPO's 8 prompts x 8 responses).")
-    group_size: int = knob(1, 1, 64, "Responses sampled per prompt; 1 in REINFORCE++ and PPO.")
-    advantage_estimator: str = knob("reinforce_pp", choices=ESTIMATOR_NAMES, help=_HELP)
-    kl_estimator: str = knob(
-        "k1", choices=KL_ESTIMATORS,
+    prompts: int = knob_default(GRPOConfig, "prompts", 64, help="Prompts sampled per iteration (with "
+                                "replacement), one response each by default (64 = GRPO's 8 prompts "
+                                "x 8 responses).")
+    group_size: int = knob_default(GRPOConfig, "group_size", 1, lo=1, help="Responses sampled per "
+                                   "prompt; 1 in REINFORCE++ and PPO.")
+    advantage_estimator: str = knob_default(GRPOConfig, "advantage_estimator", "reinforce_pp",
+                                            choices=ESTIMATOR_NAMES, help=_HELP)
+    kl_estimator: str = knob_default(
+        GRPOConfig, "kl_estimator", "k1",
         help="How the KL is estimated: exact sum over tokens, or from the sampled token with k1 = "
              "log(pi/pi_ref) (InstructGPT, TRL PPO), k2 or k3.")
-    kl_placement: str = knob(
-        "reward", choices=KL_PLACEMENTS,
+    kl_placement: str = knob_default(
+        GRPOConfig, "kl_placement", "reward",
         help="Where the KL penalty goes: subtracted from the reward before advantages (PPO-RLHF, "
              "REINFORCE++) or added to the loss.")
-
-    @property
-    def samples_per_iteration(self) -> int:
-        return self.prompts * self.group_size
 
 
 @dataclass(frozen=True)
 class PPOConfig(ReinforcePPConfig):
     """PPO (RLHF): a learned critic V(c) as the baseline, whitened advantages, KL in the reward."""
 
-    advantage_estimator: str = knob("critic", choices=ESTIMATOR_NAMES, help=_HELP)
+    advantage_estimator: str = knob_default(ReinforcePPConfig, "advantage_estimator", "critic")
     critic_hidden: int = knob(16, 4, 256, "Hidden units of the critic V(c), a network of its own.")
     critic_lr: float = knob(1e-2, 1e-5, 1.0, "Adam learning rate of the critic (its own optimizer).",
                             log=True)
@@ -61,9 +60,10 @@ class PPOConfig(ReinforcePPConfig):
 class ReMaxConfig(GRPOConfig):
     """ReMax: the greedy response's reward as the baseline; 8 prompts x (7 sampled + 1 greedy)."""
 
-    group_size: int = knob(7, 1, 64, "Responses sampled per prompt, besides the greedy one (7 + 1 "
-                           "greedy = GRPO's 8).")
-    advantage_estimator: str = knob("remax", choices=ESTIMATOR_NAMES, help=_HELP)
+    group_size: int = knob_default(GRPOConfig, "group_size", 7, lo=1, help="Responses sampled per "
+                                   "prompt, besides the greedy one (7 + 1 greedy = GRPO's 8).")
+    advantage_estimator: str = knob_default(GRPOConfig, "advantage_estimator", "remax",
+                                            choices=ESTIMATOR_NAMES, help=_HELP)
 
     @property
     def samples_per_iteration(self) -> int:

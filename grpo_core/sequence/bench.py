@@ -8,12 +8,15 @@ from .naive import naive_train
 from .trainer import build_seq_upstream, train_seq
 
 NAIVE_ITERATIONS = 20  # the naive loop's cost per iteration is constant: time a few, scale up
+PAGE_SEEDS = 8         # the GRPO on sequences page's default number of seeds (ui.controls.SEEDS_DEFAULT)
 
 
-def seq_default_seconds() -> float:
-    """One default sequence run from nothing: task and SFT are built too (upstream included)."""
+def seq_default_seconds(seeds: int = PAGE_SEEDS) -> float:
+    """The GRPO on sequences page's default run from nothing: the default config x `seeds` seeds
+    (0 .. seeds-1) as one batch, task and SFT built too (upstream included)."""
+    from ..pipeline import seed_configs
     start = time.perf_counter()
-    train_seq(build_seq_upstream(), [SeqGRPOConfig()])
+    train_seq(build_seq_upstream(), seed_configs(SeqGRPOConfig(), seeds))
     return time.perf_counter() - start
 
 

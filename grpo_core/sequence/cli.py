@@ -2,6 +2,7 @@
 
     python -m grpo_core seq --loss-type dr_grpo --seeds 8 --json
     python -m grpo_core seq --reward reward_model --rm-length-bias 1.0
+    python -m grpo_core seq --loss-type dapo --mask-truncated true --export-trl   # TRL settings, no training
 
 Run settings are unprefixed (--loss-type, --importance-sampling-level, --mask-truncated true);
 upstream ones are prefixed (--task-max-length, --sft-steps, --rm-length-bias). grpo_core/cli.py
@@ -14,7 +15,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..cli import Group, UsageError, _int_flag, _plain, _records, make_config, _help, MAX_SEEDS
+from ..cli import (Group, UsageError, _int_flag, _plain, _records, make_config, _help, MAX_SEEDS,
+                   add_export_flag, export_output)
 from ..config import ConfigError, config_fields
 from .config import (SeqGRPOConfig, SeqRewardModelConfig, SeqSFTConfig, SeqTaskConfig,
                      check_seq_budget)
@@ -46,6 +48,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", default="1", metavar="N",
                    help=f"Runs with seeds seed .. seed+N-1, trained as one batch. Range 1 to {MAX_SEEDS}; default 1.")
     p.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
+    add_export_flag(p)
 
 
 def _config(group: Group, args):
@@ -72,6 +75,9 @@ def run(args) -> tuple[dict, str]:
     from .metrics import sequence_metrics
     from .trainer import build_seq_upstream, train_seq
     task_cfg, sft_cfg, rm_cfg, cfg = (_config(g, args) for g in GROUPS)
+    if args.export_trl:
+        out, text = export_output("seq", cfg, task_cfg)
+        return {**out, "task": task_cfg.to_dict()}, text
     n_seeds = _int_flag("--seeds", args.seeds, 1, MAX_SEEDS)
     try:
         configs = [cfg.replace(seed=cfg.seed + i) for i in range(n_seeds)]

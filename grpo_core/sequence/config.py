@@ -1,14 +1,15 @@
 """Configuration of the sequence engine: the task, SFT, the reward model and a GRPO run.
 
-Every field is declared with grpo_core.config.knob, so the CLI's flags (and later the pages'
-widgets) come from these dataclasses, as for the one-token engine.
+Every field is declared with grpo_core.config.knob, so the CLI's flags and the pages' widgets come
+from these dataclasses, as for the one-token engine; the knobs both engines share are declared once,
+in grpo_core.config.PolicyOptimizationConfig, which SeqGRPOConfig extends.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..config import MAX_WORK_PER_REQUEST, ConfigError, _Validated, knob
-from ..config import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS
+from ..config import (KL_PLACEMENTS, MAX_WORK_PER_REQUEST, ConfigError, PolicyOptimizationConfig,  # noqa: F401
+                      _Validated, knob, knob_default)
 
 # TRL's loss_type names, then verl's loss_agg_mode names (see losses.AGGREGATIONS).
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo",
@@ -16,7 +17,6 @@ LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo",
 IMPORTANCE_LEVELS = ("token", "sequence")
 ANSWER_RULES = ("first", "last")
 SEQ_REWARDS = ("verifiable", "reward_model")
-KL_PLACEMENTS = ("loss", "reward")
 # Enumerated responses per context are sum_{k<L} A^k + A^L; beyond this the exact sums get slow.
 MAX_RESPONSES = 20_000
 
@@ -80,26 +80,30 @@ class SeqRewardModelConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class SeqGRPOConfig(_Validated):
-    """GRPO on sequences: group advantages, per-token clipped surrogate, a loss aggregation."""
+class SeqGRPOConfig(PolicyOptimizationConfig):
+    """GRPO on sequences: group advantages, per-token clipped surrogate, a loss aggregation.
 
-    iterations: int = knob(200, 1, 5000, "Training iterations; each samples a fresh batch of groups.")
-    prompts: int = knob(8, 1, 64, "Prompts sampled per iteration (with replacement).")
-    group_size: int = knob(8, 2, 64, "Responses sampled per prompt (G).")
-    lr: float = knob(2e-3, 1e-5, 1.0, "Adam learning rate of the policy.", log=True)
-    kl_coef: float = knob(0.0, 0.0, 10.0, "Weight beta of the per-token KL to the reference (TRL beta).")
-    clip_eps: float = knob(0.2, 0.01, 1.0, "Ratio clip range [1 - eps, 1 + eps_high] (TRL epsilon).")
-    clip_eps_high: float = knob(0.0, 0.0, 1.0, "Upper clip range if different (DAPO clip-higher; TRL "
-                                "epsilon_high); 0 means equal to clip_eps.")
-    dual_clip: float = knob(0.0, 0.0, 10.0, "Dual-clip constant c > 1 bounding a negative-advantage "
-                            "token's loss by -c A (verl clip_ratio_c); 0 turns it off.")
-    epochs: int = knob(1, 1, 16, "Passes over each sampled batch (TRL num_iterations).")
-    minibatches: int = knob(1, 1, 16, "Minibatches each epoch splits the prompts into, one optimizer "
-                            "step each (TRL steps_per_generation).")
-    seed: int = knob(0, 0, 2**31 - 1, "Seed of this run's sampling (prompts and responses).")
-    advantage_estimator: str = knob("grpo", choices=ADVANTAGE_ESTIMATORS,
-                                    help="Baseline and scale of the advantage (as the one-token "
-                                         "engine): grpo, dr_grpo (no std), batch_std, rloo, none.")
+    The shared knobs (and their checks) are PolicyOptimizationConfig's; here only the sequence
+    engine's defaults, the per-token meaning of the KL and entropy terms, and its own knobs.
+    """
+
+    iterations: int = knob_default(PolicyOptimizationConfig, "iterations", 200)
+    lr: float = knob_default(PolicyOptimizationConfig, "lr", 2e-3)
+    kl_coef: float = knob_default(PolicyOptimizationConfig, "kl_coef", 0.0,
+                                  help="Weight beta of the per-token KL to the reference; 0 drops "
+                                       "the reference (TRL beta).")
+    epochs: int = knob_default(PolicyOptimizationConfig, "epochs", 1)
+    kl_estimator: str = knob_default(PolicyOptimizationConfig, "kl_estimator", "k3",
+                                     help="Per-token KL: exact over the next-token distribution at "
+                                          "the sampled prefix, or k1, k2, k3 of the sampled token "
+                                          "(TRL: k3).")
+    kl_placement: str = knob_default(PolicyOptimizationConfig, "kl_placement",
+                                     help="KL added to the per-token loss (GRPO, TRL) or its sum over "
+                                          "the response subtracted from the reward (PPO-RLHF).")
+    entropy_coef: float = knob_default(PolicyOptimizationConfig, "entropy_coef",
+                                       help="Weight of a per-token entropy bonus, aggregated like "
+                                            "the loss (verl entropy_coeff); 0 turns it off.")
+
     loss_type: str = knob("grpo", choices=LOSS_TYPES,
                           help="How per-token losses are aggregated (TRL loss_type; verl "
                                "loss_agg_mode names too): grpo = token mean per response then mean; "
@@ -111,42 +115,18 @@ class SeqGRPOConfig(_Validated):
                                                "geometric mean of its token ratios (GSPO).")
     cispo_cap: float = knob(5.0, 1.0, 100.0, "CISPO's cap on the importance weight, min(ratio, cap) "
                             "(TRL uses epsilon_high as this cap and recommends 5).")
-    kl_estimator: str = knob("k3", choices=KL_ESTIMATORS,
-                             help="Per-token KL: exact over the next-token distribution at the "
-                                  "sampled prefix, or k1, k2, k3 of the sampled token (TRL: k3).")
-    kl_placement: str = knob("loss", choices=KL_PLACEMENTS,
-                             help="KL added to the per-token loss (GRPO, TRL) or its sum over the "
-                                  "response subtracted from the reward (PPO-RLHF).")
-    entropy_coef: float = knob(0.0, 0.0, 1.0, "Weight of a per-token entropy bonus, aggregated like "
-                               "the loss (verl entropy_coeff).")
     mask_truncated: bool = knob(False, help="Drop truncated responses (no end token within L) "
                                 "from the loss (TRL mask_truncated_completions; DAPO overlong filtering).")
     overlong_buffer: int = knob(0, 0, 8, "DAPO soft overlong punishment: the last C tokens before L "
                                 "cost (L - C - |y|) / C x factor each; 0 turns it off.")
     overlong_factor: float = knob(1.0, 0.0, 10.0, "Scale of the soft overlong punishment (DAPO "
                                   "overlong_penalty_factor).")
-    ref_reset_every: int = knob(0, 0, 5000, "Reset the reference policy to the current one every N "
-                                "iterations (TRL sync_ref_model); 0 never resets.")
-    dynamic_sampling: int = knob(0, 0, 16, "DAPO dynamic sampling: a prompt slot whose group's rewards "
-                                 "are all equal is redrawn (new prompt, new group) up to this many "
-                                 "times, the redraws counting as generated samples; 0 turns it off.")
     reward: str = knob("verifiable", choices=SEQ_REWARDS,
                        help="What is trained on: the 0/1 verifier, or the learned Bradley-Terry "
                             "reward model (which can reward length).")
 
-    @property
-    def upper_clip_eps(self) -> float:
-        return self.clip_eps_high or self.clip_eps
-
-    @property
-    def samples_per_iteration(self) -> int:
-        return self.prompts * self.group_size
-
     def check(self) -> None:
-        if self.minibatches > self.prompts:
-            raise ConfigError("minibatches", f"must be at most prompts ({self.prompts}), got {self.minibatches}")
-        if 0 < self.dual_clip <= 1:
-            raise ConfigError("dual_clip", f"must be 0 (off) or above 1, got {self.dual_clip}")
+        super().check()
         if self.loss_type == "luspo" and self.importance_sampling_level != "sequence":
             raise ConfigError("importance_sampling_level", "luspo needs importance_sampling_level "
                               "= sequence (its loss scales each response's one sequence loss by |y|)")
