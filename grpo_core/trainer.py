@@ -361,7 +361,8 @@ class GRPOTrainer(ResumableTrainer):
         weight, ctx_weight = m.weight, ctx_weight_mb[:, 0]
         in_run = None if m.lockstep else it < m.iterations
         # log pi_ref at the samples, the same every step (for the sampled KL estimate)
-        ref_at = _at_samples(ref_logp, index) if m.use_kl and m.terms.flags[4] else None
+        any_estimate = m.terms.flags[-1]
+        ref_at = _at_samples(ref_logp, index) if m.use_kl and any_estimate else None
         h1 = self.h1
         for step in range(m.steps_max):
             if step:
