@@ -413,8 +413,7 @@ class GRPOTrainer(ResumableTrainer):
                       "stopped" if n < cfg.iterations else "")
             results.append(_result(self.problem, self.net, cfg, n, status, self.good_theta[e],
                                    self.good_logp[e], {k: v[1:n + 1, e] for k, v in self.exact.items()},
-                                   self.stats[:n, e], self.rm_table, self.sft_logp,
-                                   {k: v[e] for k, v in finals.items()}))
+                                   self.stats[:n, e], {k: v[e] for k, v in finals.items()}))
         return results
 
 
@@ -537,16 +536,13 @@ def _batch_stats(m: _Members, sums, generated, record):
         rec["grad_norm"] / m.steps], dim=-1)
 
 
-def _result(problem, net, cfg, n, status, theta_row, final_logp, exact, stats, rm_table, ref_logp,
-            final=None):
-    """One member's RunResult: n iterations kept, its final weights and policy, its records
-    (final: its per-context metrics, if already computed)."""
+def _result(problem, net, cfg, n, status, theta_row, final_logp, exact, stats, final):
+    """One member's RunResult: n iterations kept, its final weights and policy, its records and
+    final: its per-context exact metrics (policy_metrics(..., per_context=True) of final_logp)."""
     hist = {"iteration": torch.arange(1, n + 1).numpy(),
             "samples": stats[:, 0].round().long().cumsum(0).numpy()}
     hist.update({k: exact[k].numpy() for k in EXACT_COLUMNS if k in exact})
     hist.update({k: stats[:, j].numpy() for j, k in enumerate(BATCH_COLUMNS) if k != "generated"})
-    if final is None:
-        final = policy_metrics(final_logp, problem, rm_table, ref_logp, per_context=True)
     per_context = pd.DataFrame({"context": range(problem.n_contexts),
                                 **{k: v.numpy() for k, v in final.items()},
                                 "best": problem.best_reward.numpy()})

@@ -138,7 +138,7 @@ def watch_section(page: PageSettings, up, configs: Sequence, key: str, frame: Ca
         frame(run if done else None)
         stored_now = False
         if finished and not run.stopped and run_key not in store.STORE:    # (again, if it was evicted)
-            run.stored = stored_now = store.STORE.put(run_key, run.results())
+            stored_now = store.STORE.put(run_key, run.results())
         if playing != ticking or stored_now:
             st.session_state[playing_key] = playing
             # Start or stop the timer; a finished run (also one Step finished) shows the full view.

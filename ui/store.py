@@ -190,7 +190,6 @@ class LiveRun:
                         if trainer is None else trainer)
         self.total = self.trainer.total
         self.stopped = False        # by request (Stop); a diverged run is not "stopped"
-        self.stored = False         # put in STORE (a finished live run)
         self._done = 0
         self._results: list[RunResult] | None = None
         self.y_ranges: dict[str, tuple[float, float]] = {}   # the live charts' y axes (charts.grow_range)

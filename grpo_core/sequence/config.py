@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import (KL_PLACEMENTS, MAX_WORK_PER_REQUEST, ConfigError, PolicyOptimizationConfig,  # noqa: F401
+from ..config import (MAX_WORK_PER_REQUEST, ConfigError, PolicyOptimizationConfig,
                       _Validated, knob, knob_default)
 
 # TRL's loss_type names, then verl's loss_agg_mode names (see losses.AGGREGATIONS).
