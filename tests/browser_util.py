@@ -164,7 +164,12 @@ def drawn_charts(page) -> int:
 
 def wait_for_drawn_charts(page, n: int, timeout: float = 60.0) -> None:
     """Wait (polling in the browser, no fixed sleep) until at least n charts are painted."""
-    page.wait_for_function(f"() => ({_DRAWN_CHARTS_JS})() >= {n}", timeout=timeout * 1000)
+    try:
+        page.wait_for_function(f"() => ({_DRAWN_CHARTS_JS})() >= {n}", timeout=timeout * 1000)
+    except Exception as exc:
+        total = page.locator('[data-testid="stVegaLiteChart"]').count()
+        raise AssertionError(f"{drawn_charts(page)} of {total} charts painted after {timeout:.0f} s; "
+                             f"waited for {n}") from exc
 
 
 def open_page(browser, base_url: str, app_page: AppPage, errors: list | None = None,

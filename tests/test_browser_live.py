@@ -171,7 +171,10 @@ def test_sequence_page_plays_to_the_end(browser, base_url):
         assert first < 60
         expect(main.get_by_text("final P(correct) (mean of 3)")).to_be_visible(timeout=120_000)
         wait_idle(page)
-        wait_for_drawn_charts(page, 7 + 13)   # the live curves, then the finished runs' curves and diagnostics
+        wait_for_drawn_charts(page, 7 + 7)    # the live curves, then the finished runs' curves
+        # The batch diagnostics sit in a closed expander: open it as a reader would, then they paint too.
+        page.get_by_text("Batch diagnostics: clipping, gradient direction").click()
+        wait_for_drawn_charts(page, 7 + 13)
         expect(page.get_by_role("button", name=re.compile(r"\bPlay$"))).to_be_disabled()
         link = page.locator('[data-testid="stCode"]', has_text="seq_").first
         expect(link).to_contain_text("seq_loss_type=dr_grpo")
