@@ -83,7 +83,8 @@ def whiten(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None,
                estimator: str = "grpo", eps: float = ADV_EPS, baseline: torch.Tensor | None = None):
     """rewards (E, P, G), valid (E, P, G) bool or None -> (advantages (E, P, G), zero_std (E, P)).
-    baseline (E, P): the per-prompt baseline of remax and critic (the greedy reward, or V(c)).
+    baseline (E, P) or (E, P, G): the per-prompt (or per-sample) baseline of remax and critic
+    (the greedy reward, or V(c)).
 
     estimator is one of ADVANTAGE_ESTIMATORS (n = valid group size, stds Bessel-corrected):
         grpo       (r - mean_g) / (std_g + eps)
@@ -123,7 +124,7 @@ def _advantages(rewards, valid, estimator, eps, baseline, masked, zero_std):
         if estimator in BASELINE_ESTIMATORS:
             if baseline is None:
                 raise ValueError(f"the {estimator} estimator needs a per-prompt baseline")
-            rewards = rewards - baseline.unsqueeze(-1)
+            rewards = rewards - (baseline if baseline.dim() == rewards.dim() else baseline.unsqueeze(-1))
         adv = rewards if estimator == "remax" else whiten(rewards, valid)
         return torch.where(valid, adv, 0.0), zero_std.squeeze(-1)
     n = valid.sum(-1, keepdim=True).clamp_min(2)
@@ -158,7 +159,7 @@ def group_advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None, e
 def member_advantages(estimators, rewards: torch.Tensor, valid: torch.Tensor,
                       baseline: torch.Tensor | None = None):
     """Advantages (E, P, G) with each member's own estimator (estimators: E names), and the
-    zero-std flags (E, P). baseline (E, P): the remax and critic members' baselines, 0 on the
+    zero-std flags (E, P). baseline (E, P, G): the remax and critic members' baselines, 0 on the
     other members' rows; then reinforce_pp's whiten(r) is critic's whiten(r - 0), one computation."""
     if baseline is not None:
         estimators = ["critic" if k == "reinforce_pp" else k for k in estimators]

@@ -47,17 +47,18 @@ def aggregation_weights(valid: torch.Tensor, in_step: torch.Tensor | None = None
     return mask / mask.sum(1, keepdim=True).clamp_min(1)
 
 
-def context_weights(prompts: torch.Tensor, member_of_prompt: torch.Tensor,
-                    minibatch_of_prompt: torch.Tensor, valid_p: torch.Tensor,
-                    n_minibatches: int, n_contexts: int) -> torch.Tensor:
+def context_weights(contexts: torch.Tensor, member: torch.Tensor, minibatch: torch.Tensor,
+                    valid: torch.Tensor, n_minibatches: int, n_contexts: int) -> torch.Tensor:
     """Fraction of each minibatch's prompts at each context: (E, M, C).
 
-    prompts, member_of_prompt, minibatch_of_prompt (E, P) long, valid_p (E, P) bool. The exact KL
-    and entropy terms average their per-context values with these weights, which equals their
-    mean over the minibatch's samples (every prompt of a member has the same group size).
+    contexts, member, minibatch (E, S) long: each sample's context, member and minibatch;
+    valid (E, S) float (1 for a sample, 0 for padding). Every prompt of a member has the same
+    number of samples, so counting samples gives the prompts' fractions (and the same floats:
+    G k / G n rounds as k / n). The exact KL and entropy terms average their per-context values
+    with these weights, which equals their mean over the minibatch's samples.
     """
-    weights = torch.zeros(prompts.shape[0], n_minibatches, n_contexts)
-    weights.index_put_((member_of_prompt, minibatch_of_prompt, prompts), valid_p.float(), accumulate=True)
+    weights = torch.zeros(contexts.shape[0], n_minibatches, n_contexts)
+    weights.index_put_((member, minibatch, contexts), valid, accumulate=True)
     return weights / weights.sum(-1, keepdim=True).clamp_min(1)
 
 

@@ -86,35 +86,54 @@ def reward_table(problem: Problem, cfg: GRPOConfig, rm_table: torch.Tensor | Non
     return rm_table
 
 
-def _draw(gens, configs, start, n_ctx, shape):
-    """Each member's prompts (T, K, E, P) and uniforms (T, K, E, P, G), shape = (T, K, E, P, G),
-    for the T iterations from `start` (try k of every member contiguous; K - 1 is the most redraws
-    dynamic sampling may need); a member draws
-    only up to its own iteration count. See sampling.draw_iterations: the draws do not depend on
-    T, so neither the batch nor the way the trainer is advanced changes a run's randomness."""
-    prompts = torch.zeros(shape[:4], dtype=torch.long)                     # (T, K, E, P)
+def _draw(gens, configs, flat, start, n_ctx, shape):
+    """Each member's sample contexts and uniforms (T, K, E, P, G), shape = (T, K, E, P, G), for
+    the T iterations from `start` (try k of every member contiguous; K - 1 is the most redraws
+    dynamic sampling may need); a member draws only up to its own iteration count. A grouped
+    member's prompt p fills its slot's G samples; a flat member's (flat[e]) prompts fill the
+    samples in order, P G per try (see _Members). See sampling.draw_iterations: the draws do
+    not depend on T, so neither the batch nor the way the trainer is advanced changes a run's
+    randomness."""
+    contexts = torch.zeros(shape, dtype=torch.long)                       # (T, K, E, P, G)
     u = torch.zeros(shape)
     for e, (gen, cfg) in enumerate(zip(gens, configs)):
         n = min(shape[0], cfg.iterations - start)
         if n > 0:
             tries = cfg.dynamic_sampling + 1
             picks, draws = draw_iterations(gen, n, cfg.prompts, tries, cfg.group_size, n_ctx)
-            prompts[:n, :tries, e, :cfg.prompts] = picks.transpose(1, 2)
-            u[:n, :tries, e, :cfg.prompts, :cfg.group_size] = draws.transpose(1, 2)
-    return prompts, u
+            if flat[e]:    # one try, one response per prompt: prompt p is sample p
+                contexts[:n, 0, e].view(n, -1)[:, :cfg.prompts] = picks[:, :, 0]
+                u[:n, 0, e].view(n, -1)[:, :cfg.prompts] = draws[:, :, 0, 0]
+            else:
+                contexts[:n, :tries, e, :cfg.prompts, :cfg.group_size] = picks.transpose(1, 2).unsqueeze(-1)
+                u[:n, :tries, e, :cfg.prompts, :cfg.group_size] = draws.transpose(1, 2)
+    return contexts, u
 
 
 def chunk_length(m: "_Members", n_ctx: int, vocab: int) -> int:
     """Iterations per chunk for this batch: as many as fit DRAW_BYTES of draws and RECORD_BYTES
     of policy records (at least 1, at most MAX_CHUNK). Results do not depend on it."""
-    draw = m.n * m.p_max * m.k_max * (8 + 4 * m.g_max)          # prompts int64, uniforms float32
+    draw = m.n * m.p_max * m.k_max * 12 * m.g_max                # contexts int64, uniforms float32
     record = 4 * m.n * n_ctx * vocab * 4                        # logp row and metric temporaries
     return max(1, min(MAX_CHUNK, DRAW_BYTES // draw, RECORD_BYTES // record))
 
 
+# Estimators that use no group statistic: a member with one of these, one response per prompt
+# and no dynamic sampling is laid out flat (see _Members).
+FLAT_ESTIMATORS = ("none", "reinforce_pp", "critic", "remax")
+
+
 class _Members:
     """Per-member settings of a batch of runs as tensors, and the masks that let members with
-    fewer prompts, smaller groups, fewer steps or iterations share one computation."""
+    fewer prompts, smaller groups, fewer steps or iterations share one computation.
+
+    Every member's samples sit in one (P, G) layout: slot p holds a group of G samples. A
+    grouped member's slot p is its prompt p and its group; a flat member (one response per
+    prompt, no dynamic sampling, an estimator that uses no group statistic: PPO, REINFORCE++)
+    puts its prompts one per sample in order, so its 64 prompts fill 8 slots of 8 next to GRPO's
+    8 x 8 instead of padding a (64, 8) layout. Each sample carries its own context; the group
+    structure is used only by the grouped members' estimators and dynamic sampling.
+    """
 
     def __init__(self, configs: Sequence[GRPOConfig]):
         vec = lambda name, dtype=torch.long: torch.tensor([getattr(c, name) for c in configs], dtype=dtype)
@@ -143,32 +162,46 @@ class _Members:
         self.reward_single = next(iter(in_codes)) if len(in_codes) == 1 and not self.reward_exact else None
         self.in_reward = None if all(in_reward) else torch.tensor(in_reward).view(-1, 1)
         self.t_max, self.steps_max = int(self.iterations.max()), int(self.steps.max())
-        self.p_max = max(c.prompts for c in configs)
-        self.g_max = max(c.group_size for c in configs)
+        self.flat_list = [c.group_size == 1 and c.dynamic_sampling == 0
+                          and c.advantage_estimator in FLAT_ESTIMATORS for c in configs]
+        self.flat = torch.tensor(self.flat_list)                                        # (E,)
+        self.any_flat = any(self.flat_list)
+        self.g_max = max((c.group_size for c, f in zip(configs, self.flat_list) if not f), default=1)
+        self.p_max = max(-(-c.prompts // self.g_max) if f else c.prompts
+                         for c, f in zip(configs, self.flat_list))
         self.k_max = int(self.tries.max())
         prompts, group = vec("prompts"), vec("group_size")
-        self.valid_p = torch.arange(self.p_max) < prompts.unsqueeze(1)                 # (E, P)
-        self.valid = self.valid_p.unsqueeze(-1) & (torch.arange(self.g_max) < group.view(-1, 1, 1))
-        self.n_samples = self.valid.flatten(1).sum(1)                                  # (E,)
+        self.n_prompts = prompts                                                        # (E,)
+        slot, pos = torch.arange(self.p_max), torch.arange(self.p_max * self.g_max)
+        grouped = ((slot < prompts.unsqueeze(1)).unsqueeze(-1)
+                   & (torch.arange(self.g_max) < group.view(-1, 1, 1)))                 # (E, P, G)
+        flat_valid = (pos < prompts.unsqueeze(1)).view(self.n, self.p_max, self.g_max)
+        self.valid = torch.where(self.flat.view(-1, 1, 1), flat_valid, grouped)          # (E, P, G)
+        self.valid_p = self.valid.any(-1)                                               # (E, P)
+        self.valid_flat = self.valid.flatten(1)                                         # (E, S)
+        self.first_group_size = torch.where(self.flat, 1, group)                        # (E,)
+        self.n_samples = self.valid_flat.sum(1)                                         # (E,)
         self.n_samples_float = self.n_samples.float()
         self.greedy_samples = prompts * self.remax                                     # (E,)
         self.lockstep = bool((self.iterations == self.t_max).all() and (self.steps == self.steps_max).all())
-        # Minibatch m of a member holds its prompts p with p * M // P == m (as equal as possible).
-        mb_of_prompt = (torch.arange(self.p_max) * self.minibatches.unsqueeze(1)
-                        // prompts.unsqueeze(1)).minimum(self.minibatches.unsqueeze(1) - 1)
-        self.minibatch_of_sample = mb_of_prompt.unsqueeze(-1).expand(-1, -1, self.g_max).flatten(1)  # (E, S)
+        # Minibatch m of a member holds its prompts p with p * M // P == m (as equal as possible);
+        # a sample's prompt is its slot (grouped) or its position (flat).
+        prompt_of_sample = torch.where(self.flat.view(-1, 1), pos, pos // self.g_max)    # (E, S)
+        self.minibatch_of_sample = (prompt_of_sample * self.minibatches.unsqueeze(1)
+                                    // prompts.unsqueeze(1)).minimum(self.minibatches.unsqueeze(1) - 1)
         self.single_minibatch = bool((self.minibatches == 1).all())
         # Constants of every iteration, built once.
-        self.mb_of_prompt, self.m_max = mb_of_prompt, int(self.minibatches.max())
-        self.member_of_prompt = torch.arange(self.n).unsqueeze(1).expand(-1, self.p_max)  # (E, P)
-        self.weight = aggregation_weights(self.valid.flatten(1))             # (E, S)
+        self.m_max = int(self.minibatches.max())
+        self.member_of_sample = torch.arange(self.n).unsqueeze(1).expand(-1, pos.numel())  # (E, S)
+        self.valid_flat_float = self.valid_flat.float()
+        self.weight = aggregation_weights(self.valid_flat)                   # (E, S)
         self.critic_weight = self.weight[self.critic_rows]                   # (E_c, S)
         self.in_step = [step < self.steps for step in range(self.steps_max)]  # (E,) per step
 
     def step_weights(self, step: int, ctx_weight_mb: torch.Tensor):
         """Sample weights (E, S) and context weights (E, C) for optimizer step `step` of a batch."""
         mb = (step % self.minibatches).unsqueeze(1)                                     # (E, 1)
-        weight = aggregation_weights(self.valid.flatten(1), self.minibatch_of_sample == mb)
+        weight = aggregation_weights(self.valid_flat, self.minibatch_of_sample == mb)
         return weight, ctx_weight_mb[torch.arange(self.n), mb.squeeze(1)]
 
 
@@ -242,20 +275,31 @@ class GRPOTrainer(ResumableTrainer):
         self.problem, self.rm_table, self.m = problem, rm_table, _Members(configs)
         m, n_ctx, vocab = self.m, problem.n_contexts, problem.vocab_size
         self.net = sft_policy(sft)
-        self.theta = self.net.from_state_dict(sft.state_dict).repeat(m.n, 1)   # (E, N)
-        self.params = self.net.layout.views(self.theta)
-        self.x1 = self.net.inputs(problem.contexts, m.n)
-        self.opt = BatchedAdam(self.theta, m.lr)
+        theta = self.net.from_state_dict(sft.state_dict).repeat(m.n, 1)          # (E, N)
+        lr = m.lr
+        self.critic, self.fused = None, False
+        if m.any_critic:  # PPO's critic V(c): one small network per critic member, its own Adam
+            from .methods.critic import Critic, critic_settings
+            settings = critic_settings([configs[e] for e in m.critic_rows.tolist()])
+            # Critics that fit in the policy's layout become extra rows of its parameters (zero
+            # hidden units and outputs padded in, V(c) = output 0): one forward, backward and
+            # Adam step serves both, each row with its own learning rate.
+            self.fused = max(settings["hidden"]) <= self.net.hidden_dim
+            layout = {"hidden_dim": self.net.hidden_dim, "outputs": vocab} if self.fused else {}
+            self.critic = Critic.create(problem.contexts, **settings, **layout)
+            if self.fused:
+                theta = torch.cat([theta, self.critic.theta])
+                lr = torch.cat([lr, torch.tensor(settings["lr"])])
+        self.theta_all = theta                      # (E [+ E_c], N): the policies [and critics]
+        self.theta = theta[:m.n]                    # the policies (a view)
+        self.params = self.net.layout.views(theta)
+        self.x1 = self.net.inputs(problem.contexts, theta.shape[0])
+        self.opt = BatchedAdam(theta, lr)
         self.sft_logp = sft.logp                                                # (C, V)
         self.ref_logp = (self.sft_logp if not bool((m.ref_reset > 0).any())
                          else self.sft_logp.repeat(m.n, 1, 1))
         self.rewards_cv = torch.stack([reward_table(problem, c, rm_table) for c in configs]).flatten(1)
         self.gens = [generator(c.seed) for c in configs]
-        self.critic = None
-        if m.any_critic:  # PPO's critic V(c): one small network per critic member, its own Adam
-            from .methods.critic import Critic, critic_settings
-            self.critic = Critic.create(problem.contexts, **critic_settings(
-                [configs[e] for e in m.critic_rows.tolist()]))
 
         # Records are reduced once per chunk (and when results are asked for), so memory stays
         # bounded: exact metrics of the policy after each iteration (row 0: the SFT start) and
@@ -273,9 +317,16 @@ class GRPOTrainer(ResumableTrainer):
         self.iteration = 0                          # iterations done
         self.end = m.t_max                          # where the batch stops (earlier on request or divergence)
         self.diverged = False
-        self.logits, self.h1 = self.net.forward(self.params, self.x1)
+        self._forward()
         self.row_start = torch.arange(n_ctx) * vocab                # flat index c * V of (c, 0)
         self._observe()
+
+    def _forward(self):
+        """The current policies' logits (E, C, V) and, when fused, the critics' values (E_c, C)."""
+        out, self.h1 = self.net.forward(self.params, self.x1)
+        self.logits = out[:self.m.n]
+        self.values = out[self.m.n:, :, 0] if self.fused else None
+        return self.logits, self.values
 
     def _after_iteration(self) -> None:
         if self.iteration % self.chunk == 0:
@@ -323,7 +374,7 @@ class GRPOTrainer(ResumableTrainer):
         n_mem, n_ctx = m.n, self.problem.n_contexts
         logp = self.logp_buf[row]
         if row == 0:
-            self.prompts_chunk, self.u_chunk = _draw(self.gens, self.configs, it, n_ctx,
+            self.prompts_chunk, self.u_chunk = _draw(self.gens, self.configs, m.flat_list, it, n_ctx,
                                                      (self.chunk, m.k_max, n_mem, m.p_max, m.g_max))
         if self.ref_logp.dim() == 3 and it > 0:  # reference reset (DeepSeek-R1): pi_ref <- pi
             reset = (m.ref_reset > 0) & (it % m.ref_reset.clamp_min(1) == 0)
@@ -332,29 +383,29 @@ class GRPOTrainer(ResumableTrainer):
 
         # Sample the groups and score them: no gradient flows through this block.
         probs = logp.exp()
-        prompts, index, rewards, generated = _sample_groups(
+        contexts, index, rewards, generated = _sample_groups(
             m, logp, self.rewards_cv, ref_logp, self.prompts_chunk[row], self.u_chunk[row], probs)
+        sample_ctx = contexts.flatten(1)                                    # (E, S)
         old_logp = logp.flatten(1).gather(1, index)                         # (E, S)
         baseline = None
         if m.any_remax:  # the greedy response's reward per prompt (no KL: a score, as in ReMax)
             greedy = self.row_start + logp.argmax(-1)                                  # (E, C)
-            greedy_reward = self.rewards_cv.gather(1, greedy).gather(1, prompts)       # (E, P)
-            baseline = torch.where(m.remax.view(-1, 1), greedy_reward, 0.0)   # 0 on other rows
+            greedy_reward = self.rewards_cv.gather(1, greedy).gather(1, sample_ctx).view_as(rewards)
+            baseline = torch.where(m.remax.view(-1, 1, 1), greedy_reward, 0.0)   # 0 on other rows
             generated = generated + m.greedy_samples
-        if m.any_critic:  # V(c_p) at sampling time: the baseline, and V_old of the value clip
+        if m.any_critic:  # V(c) at sampling time: the baseline, and V_old of the value clip
             rows = m.critic_rows
-            critic_prompts = prompts[rows]
-            values = self.critic.values().gather(1, critic_prompts)            # (E_c, P)
-            full = torch.zeros(n_mem, m.p_max).index_copy_(0, rows, values)
-            baseline = full if baseline is None else torch.where(m.uses_critic.view(-1, 1), full, baseline)
-            sample_ctx = critic_prompts.unsqueeze(-1).expand(-1, -1, m.g_max).flatten(1)  # (E_c, S)
+            critic_ctx = sample_ctx[rows]                                              # (E_c, S)
+            values = self.values if self.fused else self.critic.values()                # (E_c, C)
+            old_values = values.gather(1, critic_ctx)                                  # (E_c, S)
+            full = torch.zeros(n_mem, critic_ctx.shape[1]).index_copy_(0, rows, old_values).view_as(rewards)
+            baseline = full if baseline is None else torch.where(m.uses_critic.view(-1, 1, 1), full, baseline)
             returns = rewards[rows].flatten(1)
-            old_values = values.unsqueeze(-1).expand(-1, -1, m.g_max).flatten(1)
         adv, zero_std = member_advantages(m.estimators, rewards, m.valid, baseline)
         adv = adv.flatten(1)
         # Fraction of each minibatch's prompts at each context: (E, M, C).
-        ctx_weight_mb = context_weights(prompts, m.member_of_prompt, m.mb_of_prompt, m.valid_p,
-                                        m.m_max, n_ctx)
+        ctx_weight_mb = context_weights(sample_ctx, m.member_of_sample, m.minibatch_of_sample,
+                                        m.valid_flat_float, m.m_max, n_ctx)
 
         # epochs x minibatches clipped policy-gradient steps on this batch.
         record = None if m.lockstep else torch.zeros(n_mem, len(_STEP_RECORD))
@@ -363,10 +414,12 @@ class GRPOTrainer(ResumableTrainer):
         # log pi_ref at the samples, the same every step (for the sampled KL estimate)
         any_estimate = m.terms.flags[-1]
         ref_at = _at_samples(ref_logp, index) if m.use_kl and any_estimate else None
-        h1 = self.h1
+        h1, values = self.h1, self.values
+        fused = self.fused
         for step in range(m.steps_max):
             if step:
-                logits, h1 = net.forward(params, x1)
+                logits, values = self._forward()
+                h1 = self.h1
                 logp = torch.log_softmax(logits, -1)
                 probs = None
             if not m.single_minibatch:
@@ -374,22 +427,29 @@ class GRPOTrainer(ResumableTrainer):
             dlogits, info = grpo_logits_grad(logp, ref_logp, index, old_logp, adv, weight,
                                              ctx_weight, None, m.kl_coef, step == 0, m.use_kl,
                                              terms=m.terms, probs=probs, ref_at=ref_at)
-            grad = net.backward(params, x1, h1, dlogits)
+            active = None if m.lockstep else in_run & m.in_step[step]
             if m.any_critic:  # the critic takes its value step on the same (mini)batch
                 rows = m.critic_rows
-                self.critic.step(sample_ctx, returns, old_values,
-                                 m.critic_weight if m.single_minibatch else weight[rows],
-                                 None if m.lockstep else (in_run & m.in_step[step])[rows])
-            info["grad_norm"] = torch.linalg.vector_norm(grad, dim=1, dtype=torch.float64).float()
-            values = torch.stack([info[k] for k in _STEP_RECORD], dim=1)   # (E, R)
+                critic_weight = m.critic_weight if m.single_minibatch else weight[rows]
+                if fused:  # its gradient joins the policies' in one backward pass
+                    dvalues = self.critic.value_grad(values, critic_ctx, returns, old_values, critic_weight)[1]
+                    dlogits = torch.cat([dlogits, torch.nn.functional.pad(dvalues.unsqueeze(-1),
+                                                                          (0, dlogits.shape[-1] - 1))])
+                    if active is not None:
+                        active = torch.cat([active, active[rows]])
+                else:
+                    self.critic.step(critic_ctx, returns, old_values, critic_weight,
+                                     None if active is None else active[rows])
+            grad = net.backward(params, x1, h1, dlogits)
+            info["grad_norm"] = torch.linalg.vector_norm(grad[:n_mem], dim=1, dtype=torch.float64).float()
+            step_values = torch.stack([info[k] for k in _STEP_RECORD], dim=1)   # (E, R)
             if m.lockstep:
                 self.opt.step(grad)
-                record = values if record is None else record + values
+                record = step_values if record is None else record + step_values
             else:  # members past their own steps or iterations sit this step out
-                active = in_run & m.in_step[step]
                 self.opt.step(grad, active)
-                record += torch.where(active.unsqueeze(1), values, 0.0)  # not x: 0 x inf = NaN
-        self.logits, self.h1 = net.forward(params, x1)
+                record += torch.where(active[:n_mem].unsqueeze(1), step_values, 0.0)  # not x: 0 x inf = NaN
+        self._forward()
 
         if not bool(torch.isfinite(record).all()):  # a non-finite loss or gradient: stop there
             bad = ~torch.isfinite(record).all(1) & (self.first_bad > it + 1)
@@ -417,15 +477,15 @@ class GRPOTrainer(ResumableTrainer):
         return results
 
 
-def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u, probs=None):
+def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, contexts, u, probs=None):
     """Draw each member's groups from the policy and score them.
 
-    logp (E, C, V); prompts (K, E, P) and u (K, E, P, G) the members' draws for K tries per slot.
-    With dynamic sampling (K > 1), a slot takes its first try whose rewards are not all equal, or
-    its last allowed try; tries are scored in blocks of at most TRY_BYTES, and only until every
-    slot has chosen. With the KL placed in the reward, r <- r - beta * k(v) (exact: KL_c).
-    probs: logp.exp(), if already computed.
-    Returns prompts (E, P), index (E, S), rewards (E, P, G), generated (E,).
+    logp (E, C, V); contexts and u (K, E, P, G) the members' draws for K tries per slot (each
+    sample's context, and its uniform). With dynamic sampling (K > 1), a slot takes its first try
+    whose rewards are not all equal, or its last allowed try; tries are scored in blocks of at
+    most TRY_BYTES, and only until every slot has chosen. With the KL placed in the reward,
+    r <- r - beta * k(v) (exact: KL_c). probs: logp.exp(), if already computed.
+    Returns contexts (E, P, G), index (E, S), rewards (E, P, G), generated (E,).
     """
     n_mem, vocab = logp.shape[0], logp.shape[-1]
     k_max, p_max, g_max = u.shape[0], u.shape[2], u.shape[3]
@@ -452,44 +512,45 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u, probs=No
         # members without the KL in their reward keep it as it is (beta 0, any estimate)
         return torch.where(m.in_reward, rewards - m.beta_reward * k_value, rewards)
 
+    def draw(ctx, u_k):
+        """Tokens (R, S) at the contexts ctx (R, S) of rows R of probs (R, C, V), uniforms (R, S)."""
+        cond = (probs if ctx.shape[0] == n_mem else probs.repeat(ctx.shape[0] // n_mem, 1, 1))
+        rows = cond.gather(1, ctx.unsqueeze(-1).expand(-1, -1, vocab))     # (R, S, V)
+        return sample_categorical(rows, u_k.unsqueeze(-1)).squeeze(-1)
+
     if k_max == 1:  # one try per slot (no dynamic sampling): no try dimension at all
-        slot_prompts, u1 = prompts[0], u[0]                                 # (E, P), (E, P, G)
-        tokens = sample_categorical(probs.gather(1, slot_prompts.unsqueeze(-1).expand(-1, -1, vocab)), u1)
-        index = (slot_prompts.unsqueeze(-1) * vocab + tokens).flatten(1)    # (E, S)
+        ctx = contexts[0].flatten(1)                                        # (E, S)
+        index = ctx * vocab + draw(ctx, u[0].flatten(1))                    # (E, S)
         rewards = rewards_cv.gather(1, index)
         if in_reward:
-            rewards = with_kl(rewards, index, lambda: kl_ctx.gather(1, slot_prompts).unsqueeze(-1).expand(
-                -1, -1, g_max).flatten(1))
-        return slot_prompts, index, rewards.view(n_mem, p_max, g_max), m.n_samples_float
+            rewards = with_kl(rewards, index, lambda: kl_ctx.gather(1, ctx))
+        return contexts[0], index, rewards.view(n_mem, p_max, g_max), m.n_samples_float
 
     def tries(k0: int, k1: int):
-        """Prompts (k, E, P), index (k, E, P, G) and rewards (k, E, P, G) of tries k0 .. k1 - 1."""
-        slot_prompts = prompts[k0:k1]
-        kb = slot_prompts.shape[0]
-        cond = probs.unsqueeze(0).expand(kb, -1, -1, -1).flatten(0, 1)      # (k E, C, V)
-        flat_prompts = slot_prompts.flatten(0, 1)                           # (k E, P)
-        tokens = sample_categorical(cond.gather(1, flat_prompts.unsqueeze(-1).expand(-1, -1, vocab)),
-                                    u[k0:k1].flatten(0, 1))                 # (k E, P, G)
-        index = (flat_prompts.unsqueeze(-1) * vocab + tokens).view(kb, n_mem, p_max * g_max)
+        """Contexts, index and rewards (k, E, P, G) of tries k0 .. k1 - 1."""
+        slot_ctx = contexts[k0:k1]
+        kb = slot_ctx.shape[0]
+        flat_ctx = slot_ctx.flatten(2).flatten(0, 1)                        # (k E, S)
+        tokens = draw(flat_ctx, u[k0:k1].flatten(2).flatten(0, 1))          # (k E, S)
+        index = (flat_ctx * vocab + tokens).view(kb, n_mem, p_max * g_max)
         rewards = rewards_cv.gather(1, index.transpose(0, 1).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
         if in_reward:
             flat_index = index.transpose(0, 1).flatten(1)                   # (E, k S)
             rewards = with_kl(rewards.transpose(0, 1).flatten(1), flat_index, lambda: kl_ctx.gather(
-                1, slot_prompts.transpose(0, 1).flatten(1)).view(n_mem, kb * p_max, 1).expand(
-                -1, -1, g_max).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
-        return slot_prompts, index.view(kb, n_mem, p_max, g_max), rewards.reshape(kb, n_mem, p_max, g_max)
+                1, slot_ctx.transpose(0, 1).flatten(1))).view(n_mem, kb, -1).transpose(0, 1)
+        return slot_ctx, index.view(kb, n_mem, p_max, g_max), rewards.reshape(kb, n_mem, p_max, g_max)
     # Tries are scored a block at a time (the block sized by bytes), and only until every slot
     # has chosen, so the temporaries stay bounded whatever K.
     block = max(1, min(k_max, TRY_BYTES // (n_mem * p_max * g_max * 8)))
     last = (m.tries - 1).view(-1, 1)                                        # (E, 1)
     done = ~m.valid_p                                                       # slots with no samples
     choice = torch.zeros(n_mem, p_max, dtype=torch.long)
-    out_prompts = torch.zeros(n_mem, p_max, dtype=torch.long)
+    out_ctx = torch.zeros(n_mem, p_max, g_max, dtype=torch.long)
     out_index = torch.zeros(n_mem, p_max, g_max, dtype=torch.long)
     out_rewards = torch.zeros(n_mem, p_max, g_max)
     for k0 in range(0, k_max, block):
         k1 = min(k0 + block, k_max)
-        slot_prompts, index, rewards = tries(k0, k1)
+        slot_ctx, index, rewards = tries(k0, k1)
         hi = torch.where(m.valid, rewards, -torch.inf).amax(-1)
         lo = torch.where(m.valid, rewards, torch.inf).amin(-1)
         k = torch.arange(k0, k1).view(-1, 1, 1)
@@ -498,7 +559,7 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u, probs=No
         take = ~done & ok.any(0)
         pick = lambda t: t.gather(0, first.view(1, n_mem, p_max, *([1] * (t.dim() - 3))).expand(
             1, *t.shape[1:])).squeeze(0)
-        out_prompts = torch.where(take, pick(slot_prompts), out_prompts)
+        out_ctx = torch.where(take.unsqueeze(-1), pick(slot_ctx), out_ctx)
         out_index = torch.where(take.unsqueeze(-1), pick(index), out_index)
         out_rewards = torch.where(take.unsqueeze(-1), pick(rewards), out_rewards)
         choice = torch.where(take, k0 + first, choice)
@@ -506,15 +567,18 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, prompts, u, probs=No
         if bool(done.all()):
             break
     generated = ((choice + 1) * m.valid.sum(-1)).sum(1).float()
-    return out_prompts, out_index.flatten(1), out_rewards, generated
+    return out_ctx, out_index.flatten(1), out_rewards, generated
 
 
 def _iteration_sums(m: _Members, rewards, adv, zero_std):
     """The sums (E, len(_SUMS)) an iteration's batch statistics need, from rewards (E, P, G),
     adv (E, S) and zero_std (E, P): so no per-sample tensor outlives its iteration."""
     masked = torch.where(m.valid, rewards, 0.0)
-    return torch.stack([masked.sum((1, 2)), masked[:, 0].sum(1), adv.abs().sum(1),
-                        (zero_std & m.valid_p).sum(1)], dim=1)
+    first, zero = masked[:, 0].sum(1), (zero_std & m.valid_p).sum(1)
+    if m.any_flat:  # a flat member's first group is its first sample, and every group has one
+        first = torch.where(m.flat, masked[:, 0, 0], first)                 # value: no spread
+        zero = torch.where(m.flat, m.n_prompts, zero)
+    return torch.stack([masked.sum((1, 2)), first, adv.abs().sum(1), zero], dim=1)
 
 
 def _batch_stats(m: _Members, sums, generated, record):
@@ -528,9 +592,9 @@ def _batch_stats(m: _Members, sums, generated, record):
     return torch.stack([
         generated,
         s["reward"] / n_valid,
-        s["first_group_reward"] / m.valid[:, 0].sum(1),
+        s["first_group_reward"] / m.first_group_size,
         s["adv_abs"] / n_valid,
-        s["zero_std_groups"] / m.valid_p.sum(1),
+        s["zero_std_groups"] / m.n_prompts,
         low + high, low, high,
         rec["policy_loss"] / m.steps, rec["kl"] / m.steps, rec["kl_estimate"] / m.steps,
         rec["grad_norm"] / m.steps], dim=-1)

@@ -81,3 +81,42 @@ def test_ppo_with_a_critic_trained_on_the_verifier_finds_the_correct_tokens(upst
     run = run_many(upstream, [cfg])[0]
     assert run.history["correct_prob"].iloc[-1] > 0.9
     assert run.history["correct_prob"].iloc[-1] > upstream.sft.history["true_reward"].iloc[-1]
+
+
+def test_one_response_members_sit_flat_in_the_groups_layout_and_equal_their_solo_runs(upstream):
+    """PPO's and REINFORCE++'s prompts (one response each) fill GRPO's 8 x 8 slots in order
+    instead of padding a (64, 8) layout; each member still follows its solo run, minibatches and
+    a prompt count that leaves a slot part-empty included, and its batch statistics (first
+    group, zero-std groups) are those of one-response groups."""
+    from grpo_core.config import GRPOConfig
+    configs = [PPOConfig(iterations=40, seed=0, minibatches=4), ReinforcePPConfig(iterations=40, seed=1, prompts=30),
+               GRPOConfig(iterations=40, seed=2), remax_config(3, iterations=40)]
+    m = trainer_mod._Members(configs)
+    assert (m.p_max, m.g_max) == (8, 8) and m.flat_list == [True, True, False, False]
+    assert m.n_samples.tolist() == [64, 30, 64, 56]
+    batch = run_many(upstream, configs)
+    for cfg, member in zip(configs, batch):
+        solo = run_many(upstream, [cfg])[0]
+        assert trainer_mod._Members([cfg]).g_max == cfg.group_size      # alone: the plain layout
+        torch.testing.assert_close(solo.final_logp, member.final_logp, atol=1e-5, rtol=1e-5)
+        for column in ("true_reward", "first_group_reward", "zero_std_frac", "batch_reward", "kl_estimate"):
+            torch.testing.assert_close(torch.tensor(solo.history[column].to_numpy()),
+                                       torch.tensor(member.history[column].to_numpy()), atol=1e-5, rtol=1e-5)
+    assert batch[0].history["zero_std_frac"].eq(1.0).all()             # a group of one has no spread
+
+
+def test_a_critic_larger_than_the_policy_trains_beside_it(upstream):
+    """Critics that fit the policy's layout are extra rows of its parameters (one backward pass);
+    a wider one keeps its own network. Both equal their solo runs, and the two kinds learn alike
+    from the same seed (the critic's size changes its values, not the method)."""
+    wide = upstream.sft.config.hidden_dim * 2
+    configs = [PPOConfig(iterations=60, seed=4), PPOConfig(iterations=60, seed=4, critic_hidden=wide)]
+    fused = trainer_mod.GRPOTrainer(upstream.problem, upstream.sft, upstream.rm.scores, configs[:1])
+    apart = trainer_mod.GRPOTrainer(upstream.problem, upstream.sft, upstream.rm.scores, configs)
+    assert fused.fused and fused.theta_all.shape[0] == 2 and not apart.fused
+    batch = run_many(upstream, configs)
+    for cfg, member in zip(configs, batch):
+        solo = run_many(upstream, [cfg])[0]
+        torch.testing.assert_close(solo.final_logp, member.final_logp, atol=1e-5, rtol=1e-5)
+    sft = float(upstream.sft.history["true_reward"].iloc[-1])
+    assert all(r.history["true_reward"].iloc[-1] > sft for r in batch)

@@ -17,7 +17,10 @@ as the policy, one Adam step per policy step, on the same batch.
 The network is V(c) = w2 . relu(W1 x_c + b1) + b2, i.e. PolicyNet with one output, so the same
 batched forward/backward serves. Members may have different hidden sizes: smaller ones are padded
 with hidden units whose weights are zero in both layers, which get zero gradient and so stay
-zero under Adam (exactly: the update is 0 / (0 + eps)).
+zero under Adam (exactly: the update is 0 / (0 + eps)). The GRPO trainer pads critics the same
+way to its policy's layout (hidden units and outputs, V(c) = output 0) and keeps them as extra
+rows of the policy's parameters, so one forward pass, one backward pass and one Adam step serve
+both; a critic wider than the policy keeps a network of its own.
 """
 from __future__ import annotations
 
@@ -76,18 +79,25 @@ class Critic:
 
     @classmethod
     def create(cls, contexts: torch.Tensor, hidden: Sequence[int], lr: Sequence[float],
-               vf_coef: Sequence[float], clip_value: Sequence[float], seeds: Sequence[int]) -> "Critic":
-        """One critic per member, initialized as nn.Linear layers from generator(seed + offset)."""
-        d, h_max = contexts.shape[1], max(hidden)
-        net = PolicyNet(d, h_max, 1)
+               vf_coef: Sequence[float], clip_value: Sequence[float], seeds: Sequence[int],
+               hidden_dim: int | None = None, outputs: int = 1) -> "Critic":
+        """One critic per member, initialized as nn.Linear layers from generator(seed + offset).
+
+        hidden_dim, outputs: the layout of the rows (default: the largest hidden size, one output).
+        A trainer that keeps the critics as extra rows of its policy's parameters asks for the
+        policy's layout; the extra hidden units and outputs are zero, and V(c) is output 0."""
+        d, h_max = contexts.shape[1], max(hidden) if hidden_dim is None else hidden_dim
+        if h_max < max(hidden):
+            raise ValueError(f"a critic of {max(hidden)} hidden units does not fit in {h_max}")
+        net = PolicyNet(d, h_max, outputs)
         rows = []
         for h, seed in zip(hidden, seeds):
             sd = PolicyNet(d, h, 1).state_dict(PolicyNet(d, h, 1).init(generator(seed + CRITIC_SEED_OFFSET)))
             pad = h_max - h
             sd = {"0.weight": torch.nn.functional.pad(sd["0.weight"], (0, 0, 0, pad)),
                   "0.bias": torch.nn.functional.pad(sd["0.bias"], (0, pad)),
-                  "2.weight": torch.nn.functional.pad(sd["2.weight"], (0, pad)),
-                  "2.bias": sd["2.bias"]}
+                  "2.weight": torch.nn.functional.pad(sd["2.weight"], (0, pad, 0, outputs - 1)),
+                  "2.bias": torch.nn.functional.pad(sd["2.bias"], (0, outputs - 1))}
             rows.append(net.from_state_dict(sd))
         theta = torch.stack(rows)
         col = lambda xs: torch.tensor(list(xs), dtype=torch.float32).view(-1, 1)
@@ -105,7 +115,7 @@ class Critic:
         """-> (values (E, C), hidden layer for backward), computed once per parameter update."""
         if self._forward is None:
             out, h1 = self.net.forward(self.params, self.x1)
-            self._forward = (out.squeeze(-1), h1)
+            self._forward = (out[..., 0], h1)
         return self._forward
 
     def values(self) -> torch.Tensor:
@@ -116,17 +126,22 @@ class Critic:
         """One Adam step of the value loss on a batch; returns (loss (E,), clip_frac (E,)), both
         None unless with_loss."""
         values, h1 = self.forward()
+        loss, dvalues, clip_frac = self.value_grad(values, ctx, returns, old_values, weight, with_loss)
+        self.opt.step(self.net.backward(self.params, self.x1, h1, dvalues.unsqueeze(-1)), active)
+        self._forward = None
+        return loss, clip_frac
+
+    def value_grad(self, values: torch.Tensor, ctx: torch.Tensor, returns: torch.Tensor,
+                   old_values: torch.Tensor, weight: torch.Tensor, with_loss: bool = False):
+        """value_loss_grad with these critics' settings, for values (E, C) computed elsewhere
+        (a trainer whose forward pass holds the critics too): (loss, dvalues (E, C), clip_frac)."""
         # a trainer passes the same weights step after step, and the same V_old every epoch
         if weight is not self._weight:
             self._weight, self._scale = weight, weight * self.vf_coef
         if old_values is not self._old_values:
             self._old_values, self._bounds = old_values, (old_values - self._clip, old_values + self._clip)
-        loss, dvalues, clip_frac = value_loss_grad(values, ctx, returns, old_values, weight,
-                                                   self.vf_coef, self.clip_value, with_loss,
-                                                   bounds=self._bounds, scale=self._scale)
-        self.opt.step(self.net.backward(self.params, self.x1, h1, dvalues.unsqueeze(-1)), active)
-        self._forward = None
-        return loss, clip_frac
+        return value_loss_grad(values, ctx, returns, old_values, weight, self.vf_coef,
+                               self.clip_value, with_loss, bounds=self._bounds, scale=self._scale)
 
 
 def train_critic(contexts: torch.Tensor, logp: torch.Tensor, reward: torch.Tensor, iterations: int,

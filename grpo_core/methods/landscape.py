@@ -12,9 +12,8 @@ budget divided by its responses per iteration. Offline DPO generates none: it tr
 reward model's own labelled pairs (the same information the reward model had).
 
 The online methods that share the GRPO engine train as members of its batches (the method is a
-per-member setting, as the advantage estimator is), one batch per shape (iterations, steps,
-prompts) so that members step in lockstep; each member follows the trajectory it would
-follow alone. Offline and online DPO train together as one batch of their own. A method's
+per-member setting, as the advantage estimator is), one batch per shape (iterations, steps)
+so that members step in lockstep; each member follows the trajectory it would follow alone. Offline and online DPO train together as one batch of their own. A method's
 `seconds` is its share of its batch's time, in proportion to its optimizer steps.
 """
 from __future__ import annotations
@@ -218,13 +217,14 @@ def landscape(methods: Sequence[str] = METHOD_NAMES, seeds: int = 8,
 
     results: dict[str, list] = {}
     method_seconds: dict[str, float] = {}
-    # GRPO-engine members train in batches of one shape (iterations, optimizer steps, prompts):
-    # every member of a batch then steps in lockstep, padded at most to the largest group.
+    # GRPO-engine members train in batches of one shape (iterations, optimizer steps): every
+    # member of a batch then steps in lockstep. PPO's and REINFORCE++'s 64 x 1 responses sit flat
+    # in GRPO's 8 x 8 layout (trainer._Members), so they share its batch without padding.
     shapes: dict[tuple, list[str]] = {}
     for m in methods:
         if METHODS[m].engine == "grpo":
             c = configs[m][0]
-            shapes.setdefault((c.iterations, c.epochs * c.minibatches, c.prompts), []).append(m)
+            shapes.setdefault((c.iterations, c.epochs * c.minibatches), []).append(m)
     batches = list(shapes.values())
     dpo_members = [m for m in methods if METHODS[m].engine != "grpo"]
     for names in batches + ([dpo_members] if dpo_members else []):
