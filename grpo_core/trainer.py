@@ -166,6 +166,7 @@ class _Members:
                           and c.advantage_estimator in FLAT_ESTIMATORS for c in configs]
         self.flat = torch.tensor(self.flat_list)                                        # (E,)
         self.any_flat = any(self.flat_list)
+        self.flat_rows = self.flat.nonzero().squeeze(1)                                 # (F,)
         self.g_max = max((c.group_size for c, f in zip(configs, self.flat_list) if not f), default=1)
         self.p_max = max(-(-c.prompts // self.g_max) if f else c.prompts
                          for c, f in zip(configs, self.flat_list))
@@ -513,14 +514,23 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, contexts, u, probs=N
         return torch.where(m.in_reward, rewards - m.beta_reward * k_value, rewards)
 
     def draw(ctx, u_k):
-        """Tokens (R, S) at the contexts ctx (R, S) of rows R of probs (R, C, V), uniforms (R, S)."""
+        """Tokens (R, P, G) for contexts ctx and uniforms u_k (R, P, G), rows R = k E (try-major).
+
+        A slot's samples share its context, so each slot's distribution is gathered once,
+        (R, P, V); only the flat members' rows of the first try, whose samples each have their
+        own context, gather per sample, (F, S, V) with S = P G their prompts."""
         cond = (probs if ctx.shape[0] == n_mem else probs.repeat(ctx.shape[0] // n_mem, 1, 1))
-        rows = cond.gather(1, ctx.unsqueeze(-1).expand(-1, -1, vocab))     # (R, S, V)
-        return sample_categorical(rows, u_k.unsqueeze(-1)).squeeze(-1)
+        tokens = sample_categorical(cond.gather(1, ctx[..., 0].unsqueeze(-1).expand(-1, -1, vocab)), u_k)
+        if m.any_flat:  # rows f: the block's first try (a flat member has one try: k = 0)
+            f = m.flat_rows
+            ctx_f = ctx[f].flatten(1)                                       # (F, S)
+            rows = probs[f].gather(1, ctx_f.unsqueeze(-1).expand(-1, -1, vocab))
+            tokens[f] = sample_categorical(rows, u_k[f].flatten(1).unsqueeze(-1)).view_as(ctx[f])
+        return tokens
 
     if k_max == 1:  # one try per slot (no dynamic sampling): no try dimension at all
         ctx = contexts[0].flatten(1)                                        # (E, S)
-        index = ctx * vocab + draw(ctx, u[0].flatten(1))                    # (E, S)
+        index = ctx * vocab + draw(contexts[0], u[0]).flatten(1)            # (E, S)
         rewards = rewards_cv.gather(1, index)
         if in_reward:
             rewards = with_kl(rewards, index, lambda: kl_ctx.gather(1, ctx))
@@ -530,9 +540,8 @@ def _sample_groups(m: _Members, logp, rewards_cv, ref_logp, contexts, u, probs=N
         """Contexts, index and rewards (k, E, P, G) of tries k0 .. k1 - 1."""
         slot_ctx = contexts[k0:k1]
         kb = slot_ctx.shape[0]
-        flat_ctx = slot_ctx.flatten(2).flatten(0, 1)                        # (k E, S)
-        tokens = draw(flat_ctx, u[k0:k1].flatten(2).flatten(0, 1))          # (k E, S)
-        index = (flat_ctx * vocab + tokens).view(kb, n_mem, p_max * g_max)
+        tokens = draw(slot_ctx.flatten(0, 1), u[k0:k1].flatten(0, 1))       # (k E, P, G)
+        index = (slot_ctx.flatten(0, 1) * vocab + tokens).view(kb, n_mem, p_max * g_max)
         rewards = rewards_cv.gather(1, index.transpose(0, 1).flatten(1)).view(n_mem, kb, -1).transpose(0, 1)
         if in_reward:
             flat_index = index.transpose(0, 1).flatten(1)                   # (E, k S)
