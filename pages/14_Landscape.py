@@ -36,7 +36,9 @@ st.info(view.winner)
 st.dataframe(view.shown, hide_index=True, column_config=land.table_formats())
 st.caption(f"{n_seeds} seeds per method. Final true reward: mean over seeds (the band: 10th–90th percentile). "
            "Responses to 90% of gain: when the mean over seeds first reaches SFT + 90% of its final gain. "
-           "Seconds: measured on this machine while training, each method's share of its batch.")
+           "Seconds: measured on this machine while training, each method's share of its batch in "
+           "proportion to its optimizer steps (methods with the same iterations and steps, e.g. PPO, "
+           "REINFORCE, RLOO, REINFORCE++, ReMax and GRPO, train as one batch and so show the same time).")
 st.subheader("What each method needs")
 st.dataframe(view.needs, hide_index=True, column_config=land.table_formats())
 st.caption("Networks: held in memory while the policy trains (policy, reference, reward model, critic, as each "
