@@ -51,10 +51,10 @@ def context_weights(contexts: torch.Tensor, member: torch.Tensor, minibatch: tor
                     valid: torch.Tensor, n_minibatches: int, n_contexts: int) -> torch.Tensor:
     """Fraction of each minibatch's prompts at each context: (E, M, C).
 
-    contexts, member, minibatch (E, S) long: each sample's context, member and minibatch;
-    valid (E, S) float (1 for a sample, 0 for padding). Every prompt of a member has the same
-    number of samples, so counting samples gives the prompts' fractions (and the same floats:
-    G k / G n rounds as k / n). The exact KL and entropy terms average their per-context values
+    contexts, member, minibatch (E, K) long: the context, member and minibatch of each prompt, or
+    of each sample; valid (E, K) float (1, or 0 for padding). Every prompt of a member has the
+    same number of samples, so counting samples gives the prompts' fractions (and the same
+    floats: G k / G n rounds as k / n). The exact KL and entropy terms average their per-context values
     with these weights, which equals their mean over the minibatch's samples.
     """
     weights = torch.zeros(contexts.shape[0], n_minibatches, n_contexts)

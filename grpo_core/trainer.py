@@ -176,8 +176,10 @@ class _Members:
         slot, pos = torch.arange(self.p_max), torch.arange(self.p_max * self.g_max)
         grouped = ((slot < prompts.unsqueeze(1)).unsqueeze(-1)
                    & (torch.arange(self.g_max) < group.view(-1, 1, 1)))                 # (E, P, G)
-        flat_valid = (pos < prompts.unsqueeze(1)).view(self.n, self.p_max, self.g_max)
-        self.valid = torch.where(self.flat.view(-1, 1, 1), flat_valid, grouped)          # (E, P, G)
+        self.valid = grouped                                                            # (E, P, G)
+        if self.any_flat:
+            flat_valid = (pos < prompts.unsqueeze(1)).view(self.n, self.p_max, self.g_max)
+            self.valid = torch.where(self.flat.view(-1, 1, 1), flat_valid, grouped)
         self.valid_p = self.valid.any(-1)                                               # (E, P)
         self.valid_flat = self.valid.flatten(1)                                         # (E, S)
         self.first_group_size = torch.where(self.flat, 1, group)                        # (E,)
@@ -186,15 +188,24 @@ class _Members:
         self.greedy_samples = prompts * self.remax                                     # (E,)
         self.lockstep = bool((self.iterations == self.t_max).all() and (self.steps == self.steps_max).all())
         # Minibatch m of a member holds its prompts p with p * M // P == m (as equal as possible);
-        # a sample's prompt is its slot (grouped) or its position (flat).
-        prompt_of_sample = torch.where(self.flat.view(-1, 1), pos, pos // self.g_max)    # (E, S)
-        self.minibatch_of_sample = (prompt_of_sample * self.minibatches.unsqueeze(1)
-                                    // prompts.unsqueeze(1)).minimum(self.minibatches.unsqueeze(1) - 1)
+        # a sample's prompt is its slot (grouped) or its position (flat). Per-sample (E, S)
+        # temporaries are made only for what needs them: a batch holds up to ~10^7 samples.
+        n_mb = self.minibatches.unsqueeze(1)
+        mb_of = lambda p: (p * n_mb // prompts.unsqueeze(1)).minimum(n_mb - 1)
+        self.minibatch_of_sample = mb_of(slot).unsqueeze(-1).expand(-1, -1, self.g_max).flatten(1)  # (E, S)
+        if self.any_flat:
+            self.minibatch_of_sample = torch.where(self.flat.view(-1, 1), mb_of(pos), self.minibatch_of_sample)
         self.single_minibatch = bool((self.minibatches == 1).all())
-        # Constants of every iteration, built once.
+        # Constants of every iteration, built once. Contexts are counted per slot (a slot's
+        # samples share one), or per sample when a flat member's slots mix contexts.
         self.m_max = int(self.minibatches.max())
-        self.member_of_sample = torch.arange(self.n).unsqueeze(1).expand(-1, pos.numel())  # (E, S)
-        self.valid_flat_float = self.valid_flat.float()
+        if self.any_flat:
+            self.ctx_count = (torch.arange(self.n).unsqueeze(1).expand(-1, pos.numel()),
+                              self.minibatch_of_sample, self.valid_flat.float())          # (E, S) each
+        else:
+            self.ctx_count = (torch.arange(self.n).unsqueeze(1).expand(-1, self.p_max),
+                              self.minibatch_of_sample.view(self.n, self.p_max, self.g_max)[..., 0],
+                              self.valid_p.float())                                       # (E, P) each
         self.weight = aggregation_weights(self.valid_flat)                   # (E, S)
         self.critic_weight = self.weight[self.critic_rows]                   # (E_c, S)
         self.in_step = [step < self.steps for step in range(self.steps_max)]  # (E,) per step
@@ -405,8 +416,8 @@ class GRPOTrainer(ResumableTrainer):
         adv, zero_std = member_advantages(m.estimators, rewards, m.valid, baseline)
         adv = adv.flatten(1)
         # Fraction of each minibatch's prompts at each context: (E, M, C).
-        ctx_weight_mb = context_weights(sample_ctx, m.member_of_sample, m.minibatch_of_sample,
-                                        m.valid_flat_float, m.m_max, n_ctx)
+        ctx_weight_mb = context_weights(sample_ctx if m.any_flat else contexts[..., 0], *m.ctx_count,
+                                        m.m_max, n_ctx)
 
         # epochs x minibatches clipped policy-gradient steps on this batch.
         record = None if m.lockstep else torch.zeros(n_mem, len(_STEP_RECORD))
