@@ -300,7 +300,7 @@ class GRPOTrainer(ResumableTrainer):
             layout = {"hidden_dim": self.net.hidden_dim, "outputs": vocab} if self.fused else {}
             self.critic = Critic.create(problem.contexts, **settings, **layout)
             if self.fused:
-                theta = torch.cat([theta, self.critic.theta])
+                theta = torch.cat([theta, self.critic.hand_over()])
                 lr = torch.cat([lr, torch.tensor(settings["lr"])])
         self.theta_all = theta                      # (E [+ E_c], N): the policies [and critics]
         self.theta = theta[:m.n]                    # the policies (a view)

@@ -121,6 +121,14 @@ class Critic:
     def values(self) -> torch.Tensor:
         return self.forward()[0]
 
+    def hand_over(self) -> torch.Tensor:
+        """Give the parameters (E, N) to a trainer that keeps them as rows of its own tensor and
+        steps them with its own optimizer; this critic then only computes value_grad (its
+        network, optimizer and cached values are dropped, so nothing stale can be read)."""
+        theta = self.theta
+        self.theta = self.params = self.x1 = self.opt = self._forward = None
+        return theta
+
     def step(self, ctx: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor,
              weight: torch.Tensor, active: torch.Tensor | None = None, with_loss: bool = False):
         """One Adam step of the value loss on a batch; returns (loss (E,), clip_frac (E,)), both
