@@ -278,8 +278,9 @@ def stochastic_policy_gradients(up: Upstream, reward: torch.Tensor, group_size: 
     out = {}
     for estimator in estimators:
         adv, _ = advantages(rewards, None, estimator)
-        dlogits, _ = grpo_logits_grad(logp, logp, index, old_logp, adv.flatten(1), weight,
-                                      ctx_weight, zeros, zeros, first_epoch=True, use_kl=False)
+        dlogits, _ = grpo_logits_grad(logp, ref_logp=logp, index=index, old_logp=old_logp,
+                                      adv=adv.flatten(1), weight=weight, ctx_weight=ctx_weight,
+                                      clip_eps=zeros, kl_coef=zeros, first_epoch=True, use_kl=False)
         out[estimator] = -net.backward(params, x1, h1, dlogits)
     return out
 

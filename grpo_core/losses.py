@@ -108,10 +108,10 @@ class LossTerms:
         # Derived once, not at every step: the ratio bounds, and which terms any member uses.
         object.__setattr__(self, "ratio_low", 1 - self.clip_low)
         object.__setattr__(self, "ratio_high", 1 + self.clip_high)
-        object.__setattr__(self, "flags", (
-            bool((self.beta_exact > 0).any()), bool((self.beta_sample > 0).any()),
-            bool((self.entropy_coef > 0).any()), bool((self.dual_clip > 0).any()),
-            bool((self.k_code > 0).any())))
+        for name, used in (("uses_exact_kl", self.beta_exact > 0), ("uses_sampled_kl", self.beta_sample > 0),
+                           ("uses_entropy", self.entropy_coef > 0), ("uses_dual_clip", self.dual_clip > 0),
+                           ("any_estimate", self.k_code > 0)):   # any_estimate: in the loss or the reward
+            object.__setattr__(self, name, bool(used.any()))
         # The one sampled estimator every member that estimates uses (None: several), so
         # sampled_kl computes only it; and whether every member's kl_estimate is its estimate.
         codes = set(self.k_code.flatten().tolist()) - {0}
@@ -147,17 +147,17 @@ def sampled_kl(log_ratio: torch.Tensor, k_code: torch.Tensor, single: int | None
     return value, deriv
 
 
-def _at_samples(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def at_samples(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """table (C, V) or (E, C, V), index (E, S) flat c * V + v -> (E, S)."""
     if table.dim() == 2:
         return table.reshape(-1)[index]
     return table.flatten(1).gather(1, index)
 
 
-def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
+def grpo_loss(logp: torch.Tensor, *, ref_logp: torch.Tensor, index: torch.Tensor,
               old_logp: torch.Tensor, adv: torch.Tensor, weight: torch.Tensor,
-              ctx_weight: torch.Tensor, clip_eps: torch.Tensor, kl_coef: torch.Tensor,
-              terms: LossTerms | None = None):
+              ctx_weight: torch.Tensor, terms: LossTerms | None = None,
+              clip_eps: torch.Tensor | None = None, kl_coef: torch.Tensor | None = None):
     """The GRPO loss per member, differentiable (the reference the hand-written gradient matches).
 
         L = -sum_s w_s obj_s + beta * KL_batch - c_H * H_batch
@@ -166,14 +166,14 @@ def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
 
     logp (E, C, V) current log-probs; ref_logp (C, V) or (E, C, V); index (E, S) flat c * V + v
     of each sample; old_logp, adv, weight (E, S) with weight from aggregation_weights;
-    ctx_weight (E, C) the fraction of the batch's prompts at each context; clip_eps, kl_coef (E,)
-    (used when `terms` is None: the notebook's loss). KL_batch is the exact KL averaged over the
+    ctx_weight (E, C) the fraction of the batch's prompts at each context; terms the per-member
+    loss settings, or (terms None) clip_eps, kl_coef (E,) for the notebook's loss. KL_batch is the exact KL averaged over the
     batch's contexts, or the mean of a sampled-token estimate (terms.k_code); H_batch likewise the
     exact entropy. Returns (loss (E,), info) with info: policy_loss, kl (exact, batch-weighted),
     kl_estimate (the estimator's value), n_clip_low, n_clip_high.
     """
     terms = terms or LossTerms.simple(clip_eps, kl_coef)
-    new_logp = _at_samples(logp, index)
+    new_logp = at_samples(logp, index)
     ratio = torch.exp(new_logp - old_logp)
     lo, hi = 1 - terms.clip_low, 1 + terms.clip_high
     obj = torch.minimum(ratio * adv, torch.clamp(ratio, lo, hi) * adv)
@@ -183,7 +183,7 @@ def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
     probs = logp.exp()
     kl_ctx = (probs * (logp - ref_logp)).sum(-1)                            # (E, C)
     kl = (ctx_weight * kl_ctx).sum(1)
-    k_value, _ = sampled_kl(new_logp - _at_samples(ref_logp, index), terms.k_code)
+    k_value, _ = sampled_kl(new_logp - at_samples(ref_logp, index), terms.k_code)
     kl_sample = torch.where(weight > 0, weight * k_value, 0.0).sum(1)   # padding: weight 0, any value
     entropy = (ctx_weight * -(probs * logp).sum(-1)).sum(1)
     # where, not a product: a member with weight 0 must not pick up an overflowing estimate (0 x inf)
@@ -198,12 +198,12 @@ def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
     return loss, info
 
 
-def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Tensor,
+def grpo_logits_grad(logp: torch.Tensor, *, ref_logp: torch.Tensor, index: torch.Tensor,
                      old_logp: torch.Tensor, adv: torch.Tensor, weight: torch.Tensor,
-                     ctx_weight: torch.Tensor, clip_eps: torch.Tensor, kl_coef: torch.Tensor,
+                     ctx_weight: torch.Tensor, terms: LossTerms | None = None,
+                     clip_eps: torch.Tensor | None = None, kl_coef: torch.Tensor | None = None,
                      first_epoch: bool = False, use_kl: bool = True,
-                     terms: LossTerms | None = None, probs: torch.Tensor | None = None,
-                     ref_at: torch.Tensor | None = None):
+                     probs: torch.Tensor | None = None, ref_at: torch.Tensor | None = None):
     """d grpo_loss / d logits (E, C, V), by hand, and the same info as grpo_loss.
 
     Surrogate: d obj_s / d logp_s = A_s rho_s where the unclipped term is the one selected, else 0
@@ -215,7 +215,6 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
     probs: logp.exp(), and ref_at: log pi_ref at the samples (E, S), if already computed.
     """
     terms = terms or LossTerms.simple(clip_eps, kl_coef)
-    use_exact, use_sample, use_entropy, use_dual, any_estimate = terms.flags
     if probs is None:
         probs = logp.exp()
     wa = weight * adv                                                       # (E, S)
@@ -224,14 +223,14 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
         dlogp, policy_loss = -wa, -wa.sum(1)
         n_low = n_high = torch.zeros(adv.shape[0])
     else:
-        new_logp = _at_samples(logp, index)
+        new_logp = at_samples(logp, index)
         ratio = torch.exp(new_logp - old_logp)
         lo, hi = terms.ratio_low, terms.ratio_high
         clip_high = (adv > 0) & (ratio > hi)
         clip_low = (adv < 0) & (ratio < lo)
         stop = clip_high | clip_low
         obj = torch.where(stop, torch.clamp(ratio, lo, hi), ratio) * wa
-        if use_dual:
+        if terms.uses_dual_clip:
             dual_hit = (terms.dual_clip > 0) & (adv < 0) & (ratio > terms.dual_clip)
             obj = torch.where(dual_hit, terms.dual_clip * wa, obj)
             stop = stop | dual_hit
@@ -239,13 +238,13 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
         dlogp = torch.where(stop, 0.0, -wa * ratio)
         n_low, n_high = clip_low.sum(1, dtype=torch.float32), clip_high.sum(1, dtype=torch.float32)
     info = {"policy_loss": policy_loss, "n_clip_low": n_low, "n_clip_high": n_high}
-    estimated = use_kl and any_estimate
+    estimated = use_kl and terms.any_estimate
     if estimated:  # a member uses a sampled-token KL estimate, in the loss or in the reward
         if ref_at is None:
-            ref_at = _at_samples(ref_logp, index)
-        k_value, k_deriv = sampled_kl(new_logp - ref_at, terms.k_code, terms.k_single, use_sample)
+            ref_at = at_samples(ref_logp, index)
+        k_value, k_deriv = sampled_kl(new_logp - ref_at, terms.k_code, terms.k_single, terms.uses_sampled_kl)
         kl_sample = torch.where(weight > 0, weight * k_value, 0.0).sum(1)   # padding: weight 0, any value
-        if use_sample:
+        if terms.uses_sampled_kl:
             # where: another member's estimator must not turn this one's 0 x inf into NaN
             dlogp = dlogp + torch.where((terms.beta_sample > 0) & (weight > 0),
                                        terms.beta_sample * weight * k_deriv, 0.0)
@@ -256,10 +255,10 @@ def grpo_logits_grad(logp: torch.Tensor, ref_logp: torch.Tensor, index: torch.Te
     info["kl"] = (ctx_weight * kl_ctx.squeeze(-1)).sum(1)
     info["kl_estimate"] = (info["kl"] if not estimated else kl_sample if terms.all_sampled
                            else torch.where(terms.k_code.squeeze(1) == 0, info["kl"], kl_sample))
-    if use_kl and use_exact:
+    if use_kl and terms.uses_exact_kl:
         beta_c = terms.beta_exact.view(-1, 1, 1) * ctx_weight.unsqueeze(-1)  # (E, C, 1)
         dlogits.add_((log_ratio - kl_ctx).mul_(probs).mul_(beta_c))
-    if use_entropy:
+    if terms.uses_entropy:
         entropy_ctx = -(probs * logp).sum(-1, keepdim=True)                 # (E, C, 1)
         coef_c = terms.entropy_coef.view(-1, 1, 1) * ctx_weight.unsqueeze(-1)
         dlogits.add_((logp + entropy_ctx).mul_(probs).mul_(coef_c))

@@ -47,6 +47,22 @@ def with_bias_column(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, 1), value=1.0)
 
 
+def mlp_state_dict(layout: ParamLayout, theta_row: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Flat parameters (N,) of a layout ("layer1" (D + 1, H), "layer2" (H + 1, V), bias rows
+    last) as the state dict of nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Linear(H, V))."""
+    p = layout.views(theta_row.detach().reshape(1, -1))
+    l1, l2 = p["layer1"][0], p["layer2"][0]
+    return {"0.weight": l1[:-1].T.clone(), "0.bias": l1[-1].clone(),
+            "2.weight": l2[:-1].T.clone(), "2.bias": l2[-1].clone()}
+
+
+def mlp_from_state_dict(sd: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Inverse of mlp_state_dict: (N,) flat float32 parameters."""
+    l1 = torch.cat([sd["0.weight"].T, sd["0.bias"].unsqueeze(0)])
+    l2 = torch.cat([sd["2.weight"].T, sd["2.bias"].unsqueeze(0)])
+    return torch.cat([l1.reshape(-1), l2.reshape(-1)]).float()
+
+
 @dataclass(frozen=True)
 class PolicyNet:
     """pi(v | c) = softmax(W2 relu(W1 x_c + b1) + b2)[v]: the notebook's two-layer ToyLM.
@@ -111,16 +127,11 @@ class PolicyNet:
 
     def state_dict(self, theta_row: torch.Tensor) -> dict[str, torch.Tensor]:
         """One member's parameters (N,) as an nn.Sequential state dict (fresh tensors)."""
-        p = self.layout.views(theta_row.detach().reshape(1, -1))
-        l1, l2 = p["layer1"][0], p["layer2"][0]
-        return {"0.weight": l1[:-1].T.clone(), "0.bias": l1[-1].clone(),
-                "2.weight": l2[:-1].T.clone(), "2.bias": l2[-1].clone()}
+        return mlp_state_dict(self.layout, theta_row)
 
     def from_state_dict(self, sd: dict[str, torch.Tensor]) -> torch.Tensor:
         """Inverse of state_dict: (N,) flat parameters."""
-        l1 = torch.cat([sd["0.weight"].T, sd["0.bias"].unsqueeze(0)])
-        l2 = torch.cat([sd["2.weight"].T, sd["2.bias"].unsqueeze(0)])
-        return torch.cat([l1.reshape(-1), l2.reshape(-1)]).float()
+        return mlp_from_state_dict(sd)
 
 
 @dataclass(frozen=True)

@@ -35,3 +35,18 @@ def draw_iterations(gen: torch.Generator, n_iterations: int, prompts: int, tries
     u = torch.rand(n_iterations, per * (1 + group_size), generator=gen)
     picks = (u[:, :per] * n_contexts).long().clamp_max_(n_contexts - 1)
     return picks.view(n_iterations, prompts, tries), u[:, per:].view(n_iterations, prompts, tries, group_size)
+
+
+def informative_try(rewards: torch.Tensor, valid: torch.Tensor, k0: int, last: torch.Tensor):
+    """DAPO dynamic sampling: which try each prompt slot keeps.
+
+    rewards (k, E, P, G) of tries k0 .. k0 + k - 1 of every slot, valid (E, P, G), last (E, 1)
+    each member's last allowed try. A slot keeps its first try whose valid rewards are not all
+    equal (a group with signal), or else its last allowed try. Returns (first (E, P): that try's
+    index within this block, found (E, P): whether the block holds it). Both engines use it.
+    """
+    hi = torch.where(valid, rewards, -torch.inf).amax(-1)
+    lo = torch.where(valid, rewards, torch.inf).amin(-1)
+    k = torch.arange(k0, k0 + rewards.shape[0]).view(-1, 1, 1)
+    ok = (k <= last) & ((hi > lo) | (k == last))                            # (k, E, P)
+    return ok.int().argmax(0), ok.any(0)

@@ -52,14 +52,14 @@ st.markdown("Letters are content tokens, `.` the end token, `…` a response cut
 left, right = st.columns(2)
 with left:
     st.subheader("Most likely responses")
-    top = top_responses(run.final_seq_logp, task, k=3).merge(
+    top = top_responses(run.final_logp, task, k=3).merge(
         top_responses(up.sft.seq_logp, task, k=3)[["context", "rank", "response", "prob"]],
         on=["context", "rank"], suffixes=("", "_sft"))
     st.dataframe(top.rename(columns={"response_sft": "SFT response", "prob_sft": "SFT prob"}),
                  hide_index=True, column_config=views.number_formats(top))
 with right:
     st.subheader("Sampled responses")
-    drawn = sample_responses_text(run.final_seq_logp, task, 4, seed=seed)
+    drawn = sample_responses_text(run.final_logp, task, 4, seed=seed)
     st.dataframe(drawn, hide_index=True)
 per_context = run.per_context.assign(answer=lambda d: d.answer.map(lambda a: "abcdefgh"[int(a)]))
 st.dataframe(per_context[["context", "answer", "reward", "length", "length_correct", "length_wrong",

@@ -127,7 +127,7 @@ def fake_run(upstream, deltas):
     """A RunResult whose per-context true reward is the SFT policy's plus `deltas`."""
     sft = policy_metrics(upstream.sft.logp, upstream.problem, per_context=True)["true_reward"].numpy()
     per_context = pd.DataFrame({"context": range(5), "true_reward": sft + np.asarray(deltas)})
-    return RunResult(GRPOConfig(), pd.DataFrame(), {}, upstream.sft.logp, per_context)
+    return RunResult(GRPOConfig(), pd.DataFrame(), {}, per_context, upstream.sft.logp, {})
 
 
 def test_compare_table_counts_and_means_on_fake_runs(upstream):

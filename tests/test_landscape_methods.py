@@ -46,13 +46,13 @@ def test_remax_baseline_is_the_greedy_responses_reward(upstream, monkeypatch):
     cfg = remax_config(3, iterations=1)
     trainer = trainer_mod.GRPOTrainer(upstream.problem, upstream.sft, upstream.rm.scores, [cfg])
     prompts_seen = []
-    original_sample = trainer_mod._sample_groups
+    original_sample = trainer_mod.sample_groups
 
     def sample_spy(*args):
         out = original_sample(*args)
         prompts_seen.append(out[0].clone())
         return out
-    monkeypatch.setattr(trainer_mod, "_sample_groups", sample_spy)
+    monkeypatch.setattr(trainer_mod, "sample_groups", sample_spy)
     trainer.advance()
     greedy = upstream.sft.logp.argmax(-1)                                   # (C,)
     want = upstream.rm.scores[torch.arange(5), greedy][prompts_seen[0][0]]
@@ -91,13 +91,14 @@ def test_one_response_members_sit_flat_in_the_groups_layout_and_equal_their_solo
     from grpo_core.config import GRPOConfig
     configs = [PPOConfig(iterations=40, seed=0, minibatches=4), ReinforcePPConfig(iterations=40, seed=1, prompts=30),
                GRPOConfig(iterations=40, seed=2), remax_config(3, iterations=40)]
-    m = trainer_mod._Members(configs)
+    from grpo_core.layout import BatchLayout, Schedule
+    m = BatchLayout(configs, Schedule(configs))
     assert (m.p_max, m.g_max) == (8, 8) and m.flat_list == [True, True, False, False]
     assert m.n_samples.tolist() == [64, 30, 64, 56]
     batch = run_many(upstream, configs)
     for cfg, member in zip(configs, batch):
         solo = run_many(upstream, [cfg])[0]
-        assert trainer_mod._Members([cfg]).g_max == cfg.group_size      # alone: the plain layout
+        assert BatchLayout([cfg], Schedule([cfg])).g_max == cfg.group_size      # alone: the plain layout
         torch.testing.assert_close(solo.final_logp, member.final_logp, atol=1e-5, rtol=1e-5)
         for column in ("true_reward", "first_group_reward", "zero_std_frac", "batch_reward", "kl_estimate"):
             torch.testing.assert_close(torch.tensor(solo.history[column].to_numpy()),

@@ -101,7 +101,8 @@ def assert_same_runs(a, b) -> None:
     assert [r.config for r in a] == [r.config for r in b]
     for x, y in zip(a, b):
         assert x.history.equals(y.history) and x.per_context.equals(y.per_context)
-        assert torch.equal(x.theta, y.theta) and torch.equal(x.final_seq_logp, y.final_seq_logp)
+        assert x.state_dict.keys() == y.state_dict.keys() and all(torch.equal(x.state_dict[k], y.state_dict[k]) for k in x.state_dict)
+        assert torch.equal(x.final_logp, y.final_logp)
         assert pd.Series(x.final).equals(pd.Series(y.final))
 
 

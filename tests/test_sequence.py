@@ -12,7 +12,7 @@ from grpo_core.sequence import (SeqGRPOConfig, SeqRewardModelConfig, SeqTaskConf
                                 build_seq_upstream, enumerate_responses, sequence_metrics, top_responses,
                                 train_seq)
 from grpo_core.sequence.policy import SeqPolicyNet, sample_responses, sequence_logp
-from grpo_core.sequence.trainer import overlong_penalty
+from grpo_core.sequence.rollout import overlong_penalty
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_training_learns_and_logs_exact_metrics(up):
     assert set(["length", "length_correct", "length_wrong", "p_truncated", "clip_frac_token",
                 "clip_frac_seq"]) <= set(h.columns)
     assert res.final["reward"] == pytest.approx(h["reward"].iloc[-1])
-    top = top_responses(res.final_seq_logp, up.task, k=3)
+    top = top_responses(res.final_logp, up.task, k=3)
     assert len(top) == 3 * up.task.n_contexts and top["prob"].between(0, 1).all()
     best = top[top["rank"] == 1]
     assert best["correct"].mean() >= 0.6  # the trained policy's favourite answers are right

@@ -46,12 +46,13 @@ def _flat_grad(model) -> torch.Tensor:
     dict(loss_type="cispo", epochs=2, lr=0.05, cispo_cap=1.05),
     dict(loss_type="bnpo", epochs=2, lr=0.05, kl_coef=0.2, kl_estimator="k3", dual_clip=2.0),
 ], ids=lambda s: "-".join(map(str, s.values())) or "defaults")
-def test_trainer_gradient_equals_per_response_autograd(up, settings):
+def test_trainer_gradient_equals_per_response_autograd(up, settings, monkeypatch):
     cfg = SeqGRPOConfig(iterations=1, prompts=3, group_size=4, seed=3, **settings)
     trainer = SeqTrainer(up, [cfg])
     drawn, steps = {}, []
-    sample = trainer._sample
-    trainer._sample = lambda table: drawn.setdefault("batch", sample(table))
+    from grpo_core.sequence import trainer as trainer_module
+    sample = trainer_module.sample_groups
+    monkeypatch.setattr(trainer_module, "sample_groups", lambda *a: drawn.setdefault("batch", sample(*a)))
     step = trainer.opt.step
     def record(grad, active=None):
         steps.append((trainer.theta[0].clone(), grad[0].clone()))

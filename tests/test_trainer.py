@@ -52,14 +52,14 @@ def test_draws_do_not_depend_on_how_iterations_are_chunked():
 def test_a_memory_sized_chunk_changes_nothing(upstream, monkeypatch):
     """Chunks of one iteration and dynamic-sampling tries scored one at a time (as the largest
     requests get) give the same runs as chunks of 64 and all tries at once."""
-    from grpo_core import trainer as trainer_module
+    from grpo_core import layout, rollout
     configs = [GRPOConfig(iterations=40, seed=1, dynamic_sampling=3, prompts=4, group_size=4),
                RLVRConfig(iterations=30, seed=2, minibatches=2, kl_placement="reward", kl_estimator="k3")]
     default = GRPOTrainer(upstream.problem, upstream.sft, upstream.rm.scores, configs)
-    assert default.chunk == trainer_module.MAX_CHUNK
+    assert default.chunk == layout.MAX_CHUNK
     default.advance()
-    monkeypatch.setattr(trainer_module, "DRAW_BYTES", 1)
-    monkeypatch.setattr(trainer_module, "TRY_BYTES", 1)
+    monkeypatch.setattr(layout, "DRAW_BYTES", 1)
+    monkeypatch.setattr(rollout, "TRY_BYTES", 1)
     small = GRPOTrainer(upstream.problem, upstream.sft, upstream.rm.scores, configs)
     assert small.chunk == 1
     small.advance()

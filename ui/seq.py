@@ -20,7 +20,8 @@ import streamlit as st
 
 from grpo_core import MAX_WORK_PER_REQUEST, config_fields
 from grpo_core.config import ConfigError
-from grpo_core.sequence import (METRICS, SeqGRPOConfig, SeqRewardModelConfig, SeqRunResult,
+from grpo_core import RunResult
+from grpo_core.sequence import (METRICS, SeqGRPOConfig, SeqRewardModelConfig,
                                 SeqSFTConfig, SeqTaskConfig, SeqTrainer, SeqUpstream,
                                 build_seq_upstream, sequence_metrics)
 from grpo_core.sequence.config import check_seq_budget
@@ -152,7 +153,7 @@ def _request(up_configs: tuple, configs: tuple) -> tuple[SeqUpstream, tuple]:
 
 
 def train(up_configs: tuple, configs: Sequence[SeqGRPOConfig], name: str | None = None
-          ) -> tuple[SeqUpstream, list[SeqRunResult]]:
+          ) -> tuple[SeqUpstream, list[RunResult]]:
     """(upstream, the runs of configs) from ui.store.STORE, or trained here with a progress bar,
     once however many sessions ask at the same time. With a name, a Stop button ends training
     where it is (the finished iterations are shown, not stored), as ui.store.train does."""
@@ -162,7 +163,7 @@ def train(up_configs: tuple, configs: Sequence[SeqGRPOConfig], name: str | None 
 
 
 def run_view(page: controls.PageSettings, up_configs: tuple, configs: Sequence[SeqGRPOConfig], key: str,
-             show_runs: bool = False) -> tuple[SeqUpstream, list[SeqRunResult]]:
+             show_runs: bool = False) -> tuple[SeqUpstream, list[RunResult]]:
     """train() with the "Watch it train" toggle of the one-token run pages (ui.live.watch_or_train):
     when on, the live view trains configs a piece at a time and redraws curve_charts over the
     partial histories; the finished runs follow once the live run has finished (it is stored
@@ -229,7 +230,7 @@ def curve_charts(groups: dict[str, Sequence[pd.DataFrame]], ref: dict[str, float
     return out
 
 
-def summary(results: Sequence[SeqRunResult], ref: dict[str, float]) -> None:
+def summary(results: Sequence[RunResult], ref: dict[str, float]) -> None:
     """Headline numbers: final reward, length, length | wrong and KL (mean over seeds) vs SFT."""
     final = pd.DataFrame([r.final for r in results])
     cols = st.columns(4)

@@ -40,17 +40,9 @@ WAIT_SECONDS = 0.25        # how often a waiting session looks up (and lets a re
 
 
 def result_nbytes(results: Sequence[RunResult]) -> int:
-    """Measured memory of results: histories, per-context tables, final policies and weights."""
-    total = 0
-    for r in results:
-        if hasattr(r, "nbytes"):     # a sequence run (grpo_core.sequence.SeqRunResult) measures itself
-            total += r.nbytes
-            continue
-        total += int(r.history.memory_usage(index=True, deep=True).sum())
-        total += int(r.per_context.memory_usage(index=True, deep=True).sum())
-        total += r.final_logp.nbytes + sum(t.nbytes for t in r.state_dict.values() if torch.is_tensor(t))
-        total += 1024        # the config and the objects themselves
-    return total
+    """Measured memory of results (RunResult.nbytes: histories, per-context tables, final
+    policies and weights, whatever engine made them)."""
+    return sum(r.nbytes for r in results)
 
 
 def finished(results: Sequence[RunResult]) -> bool:

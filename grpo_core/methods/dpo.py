@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import RewardModelConfig, _Validated, knob
+from ..engine import RunResult
+from ..layout import EXACT_COLUMNS
 from ..metrics import policy_metrics
 from ..models import BatchedAdam
 from ..problem import Problem
@@ -73,17 +75,6 @@ class OnlineDPOConfig(_Validated):
     @property
     def samples_per_iteration(self) -> int:
         return 2 * self.prompts
-
-
-@dataclass(frozen=True)
-class DPOResult:
-    """One DPO run: its config, per-step history, weights and exact final evaluation."""
-
-    config: DPOConfig | OnlineDPOConfig
-    history: pd.DataFrame       # one row per step: iteration, responses, loss, reward_accuracy, exact metrics
-    state_dict: dict            # nn.Sequential(Linear, ReLU, Linear) keys
-    final_logp: torch.Tensor    # (C, V)
-    per_context: pd.DataFrame   # context, true_reward, rm_reward, correct_prob, kl_ref, entropy, best
 
 
 # ---- the loss ---------------------------------------------------------------------------------
@@ -215,27 +206,28 @@ class _Policies:
 
 
 def _results(problem, sft, policies, configs, logp_hist, columns, rm_table):
-    """Per-member DPOResults from logp_hist (T + 1, E, C, V) (row 0: SFT) and columns {name: (T, E)}."""
-    exact = policy_metrics(logp_hist[1:], problem, rm_table, sft.logp)
+    """Per-member RunResults from logp_hist (T + 1, E, C, V) (row 0: SFT) and columns {name: (T, E)}.
+    Without rm_table there is no rm_reward column."""
+    exact = policy_metrics(logp_hist, problem, rm_table, sft.logp)
+    shown = [k for k in EXACT_COLUMNS if k in exact]
     out = []
     for e, cfg in enumerate(configs):
         n = int(columns["steps"][e])
         hist = {"iteration": range(1, n + 1)}
         hist.update({k: v[:n, e].numpy() for k, v in columns.items() if k != "steps"})
-        hist.update({k: exact[k][:n, e].numpy() for k in ("true_reward", "rm_reward", "kl_ref",
-                                                          "entropy", "correct_prob")})
+        hist.update({k: exact[k][1:n + 1, e].numpy() for k in shown})
         final_logp = logp_hist[n, e].clone()
         final = policy_metrics(final_logp, problem, rm_table, sft.logp, per_context=True)
         per_context = pd.DataFrame({"context": range(problem.n_contexts),
                                     **{k: v.numpy() for k, v in final.items()},
                                     "best": problem.best_reward.numpy()})
-        out.append(DPOResult(cfg, pd.DataFrame(hist), policies.net.state_dict(policies.theta[e]),
-                             final_logp, per_context))
+        out.append(RunResult(cfg, pd.DataFrame(hist), {k: float(exact[k][n, e]) for k in shown},
+                             per_context, final_logp, policies.net.state_dict(policies.theta[e])))
     return out
 
 
 def train_dpo(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig,
-              configs: Sequence[DPOConfig], rm_table: torch.Tensor | None = None) -> list[DPOResult]:
+              configs: Sequence[DPOConfig], rm_table: torch.Tensor | None = None) -> list[RunResult]:
     """Offline DPO runs from the SFT policy (also the reference), trained together.
 
     Each run takes one Adam step per batch of rm_cfg.batch_pairs pairs, epochs x rm_cfg.steps
@@ -246,7 +238,7 @@ def train_dpo(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig,
 
 
 def train_online_dpo(problem: Problem, sft: SFTResult, rm_table: torch.Tensor,
-                     configs: Sequence[OnlineDPOConfig]) -> list[DPOResult]:
+                     configs: Sequence[OnlineDPOConfig]) -> list[RunResult]:
     """Online DPO runs from the SFT policy, trained together.
 
     Each iteration: P prompts c ~ U(C), two responses y1, y2 ~ pi(. | c) (the current policy),
@@ -278,7 +270,7 @@ def _rows(rows: list[int]):
 
 def train_dpo_runs(problem: Problem, sft: SFTResult, rm_cfg: RewardModelConfig | None,
                    rm_table: torch.Tensor | None,
-                   configs: Sequence[DPOConfig | OnlineDPOConfig]) -> list[DPOResult]:
+                   configs: Sequence[DPOConfig | OnlineDPOConfig]) -> list[RunResult]:
     """Any mix of offline and online DPO runs, trained as one batch (one policy step per member
     per step; members past their own steps sit out). Offline runs need rm_cfg (their pairs are
     the reward model's, or as many from pi_ref); online runs need rm_table (the judge)."""

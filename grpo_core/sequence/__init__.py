@@ -16,7 +16,7 @@ from .metrics import (METRICS, difficulty_weights, first_reaching, length_change
                       top_responses)
 from .policy import SeqPolicyNet, train_reward_model, train_sft
 from .task import SeqTask, enumerate_responses, make_task
-from .trainer import (BATCH_COLUMNS, SeqRunResult, SeqTrainer, SeqUpstream, build_seq_upstream,
-                      run_seq, train_seq)
+from .trainer import BATCH_COLUMNS, SeqTrainer, run_seq, train_seq
+from .upstream import SeqUpstream, build_seq_upstream
 
 __all__ = [name for name in dir() if not name.startswith("_")]

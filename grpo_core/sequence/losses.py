@@ -40,7 +40,7 @@ from typing import Sequence
 
 import torch
 
-from ._shared import KL_CODES, sampled_kl
+from ..losses import KL_CODES, sampled_kl
 from .config import SeqGRPOConfig
 
 # Aggregation codes; verl's names map onto TRL's where the formula is the same.

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import SeqGRPOConfig
-from .trainer import SeqUpstream
+from .upstream import SeqUpstream
 
 
 def naive_policy(up: SeqUpstream, theta: torch.Tensor | None = None) -> nn.Sequential:

@@ -18,11 +18,11 @@ from typing import Sequence
 
 import torch
 
-from ._shared import advantages
+from ..advantages import advantages
 from .config import SeqGRPOConfig
 from .losses import SeqLossTerms, aggregate, per_token_loss
 from .policy import sample_responses, token_logp
-from .trainer import SeqUpstream
+from .upstream import SeqUpstream
 
 
 def onpolicy_token_gradients(up: SeqUpstream, configs: Sequence[SeqGRPOConfig], prompts: int = 8,

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..models import BatchedAdam, ParamLayout, _uniform
+from ..models import BatchedAdam, ParamLayout, _uniform, mlp_from_state_dict, mlp_state_dict
 from ..sampling import generator
 from .config import SeqRewardModelConfig, SeqSFTConfig
 from .task import Responses, SeqTask
@@ -68,6 +68,15 @@ class SeqPolicyNet:
         h1 = F.pad(torch.relu(torch.matmul(x, p["layer1"])), (0, 1), value=1.0)   # (E, R, H + 1)
         logp = torch.log_softmax(torch.bmm(h1, p["layer2"]), -1)             # (E, R, V)
         return logp.reshape(theta.shape[0], n_ctx, -1), h1
+
+    def state_dict(self, theta_row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One member's weights (N,) as the state dict of nn.Sequential(nn.Linear(F, H), nn.ReLU(),
+        nn.Linear(H, A + 1)) over the features [x_c; onehot(t); onehot(y_{t-1})]."""
+        return mlp_state_dict(self.layout, theta_row)
+
+    def from_state_dict(self, sd: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Inverse of state_dict: (N,) flat weights."""
+        return mlp_from_state_dict(sd)
 
     def logp_table(self, theta: torch.Tensor, x: torch.Tensor, n_ctx: int) -> torch.Tensor:
         """theta (E, N) -> logp_table (E, C, K) (differentiable with autograd, for tests)."""
