@@ -1,4 +1,4 @@
-"""`python -m grpo_core ...`: see grpo_core/cli.py."""
+"""`python -m grpo_core ...`: see grpo_core/cli/."""
 from .cli import main
 
 raise SystemExit(main())

@@ -59,11 +59,12 @@ def knob_default(base: type, name: str, default: Any = _KEEP, **changes):
 
 
 class ConfigError(ValueError):
-    """A config value is out of range or of the wrong type; the message names the field."""
+    """A config value is out of range or of the wrong type: `field_name` names the field (or
+    what to change), `detail` says what is wrong; str() is "field_name: detail"."""
 
-    def __init__(self, name: str, message: str):
-        super().__init__(f"{name}: {message}")
-        self.field_name = name
+    def __init__(self, name: str, detail: str):
+        super().__init__(f"{name}: {detail}")
+        self.field_name, self.detail = name, detail
 
 
 def field_range(cfg_type: type, name: str) -> str:

@@ -61,7 +61,7 @@ def experiment_from_dict(data) -> Experiment:
         try:
             parts[name] = cls.from_dict(section)
         except ConfigError as err:
-            raise ConfigError(f"{name}.{err.field_name}", str(err).split(": ", 1)[-1]) from None
+            raise ConfigError(f"{name}.{err.field_name}", err.detail) from None
     run = parts["run"]
     check_budget([run.replace(seed=offset_seed(run.seed, i)) for i in range(seeds)])
     return Experiment(kind, seeds, parts["problem"], parts["sft"], parts["reward_model"], run)

@@ -36,7 +36,7 @@ def main() -> None:
     print(f"local_run_iterations_per_second: {best.run_iterations_per_second:.0f}")
 
     import ray
-    from grpo_core.grid_ray import connect
+    from grpo_core.grid.ray_backend import connect
     start = time.perf_counter()
     connect(num_cpus=args.num_cpus)
     print(f"ray_start_seconds: {time.perf_counter() - start:.3f}")

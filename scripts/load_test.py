@@ -24,9 +24,9 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-from browser_util import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, free_port, start_app, stop_app  # noqa: E402
+from tests.browser.util import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, free_port, start_app, stop_app  # noqa: E402
 
 MAX_SESSIONS = 50
 SEEDS = 4   # runs per session (the page's seeds slider)

@@ -15,10 +15,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
-from browser_util import (VIEWPORT, app_pages, free_port, launch_chromium, start_app,  # noqa: E402
+from tests.browser.util import (VIEWPORT, app_pages, free_port, launch_chromium, start_app,  # noqa: E402
                           stop_app, wait_idle)
 
 

@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from browser_util import (CHROMIUM, MISSING_CHROMIUM, ROOT, app_pages, free_port,  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.browser.util import (CHROMIUM, MISSING_CHROMIUM, ROOT, app_pages, free_port,  # noqa: E402
                           full_page_screenshot, launch_chromium, open_page, start_app, stop_app)
 
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
+from ui.setting import Setting, g  # noqa: F401  (re-exported: one widget, declared once)
+
 # ADVANTAGE_ESTIMATORS: the core's estimator registry (name -> one-line help); this is the one
 # import of it in ui/, re-exported for the pages.
 from grpo_core import (ADVANTAGE_ESTIMATORS, ConfigError, GRPOConfig, PolicyOptimizationConfig,  # noqa: F401
@@ -52,138 +54,11 @@ UPSTREAM = ((ProblemConfig, "problem", "task"), (SFTConfig, "sft", "SFT"),
 RUN_KINDS = {"grpo": GRPOConfig, "rlvr": RLVRConfig}       # the run pages' prefixes
 
 
-def g(value) -> str:
-    """A number as the URL and the sliders write it: 0.001, 1e-05."""
-    return f"{value:g}"
-
-
 def log_grid(lo: float, hi: float, default: float) -> list[float]:
     """1-2-5 steps per decade between lo and hi, plus the default."""
     grid = {float(f"{m * 10.0 ** k:.3g}") for k in range(math.floor(math.log10(lo)), 1 + math.ceil(math.log10(hi)))
             for m in (1, 2, 5)}
     return sorted(v for v in grid | {default} if lo <= v <= hi)
-
-
-# ---------------------------------------------------------------- one widget, declared once
-
-@dataclass(frozen=True)
-class Setting:
-    """One widget bound to the URL: its key, its default and the values it accepts, and how it is drawn.
-
-    default is a bool, int, float, str, or a tuple for a multiselect (whose items come from
-    choices). A widget with choices (selectbox, radio, select_slider, multiselect) shows and puts
-    text(choice) in the URL; a number widget accepts lo to hi. field names the config field the
-    widget sets ("" for a page's own widgets); group "variants" puts it in the variants expander.
-    """
-
-    key: str
-    default: Any
-    lo: float | None = None
-    hi: float | None = None
-    choices: tuple | None = None
-    text: Callable[[Any], str] = str
-    label: str = ""
-    help: str = ""
-    kind: str = ""          # slider, number, select_slider, selectbox, multiselect, radio, checkbox, toggle
-    field: str = ""
-    group: str = ""
-    horizontal: bool = False
-
-    @property
-    def reset_value(self):
-        """What "Reset to defaults" writes into the session (a multiselect holds a list)."""
-        return list(self.default) if isinstance(self.default, tuple) else self.default
-
-    def draw(self):
-        """The widget in the current container; returns its value.
-
-        Its value comes one way only: a value a callback (Reset, a loaded configuration) has just
-        put in st.session_state is drawn without a default, as Streamlit asks; otherwise the
-        declared default (which the URL also omits) is given.
-        """
-        opts = dict(key=self.key, help=self.help or None, bind="query-params", persist_state="session")
-        label, d = self.label or self.key, self.default
-        if set_by_session_state(self.key):
-            value = self._draw_from_state(label, opts)
-            self._sync_url(value)
-            return value
-        if self.kind == "selectbox":
-            return st.selectbox(label, self.choices, index=self.choices.index(d), format_func=self.text, **opts)
-        if self.kind == "radio":
-            return st.radio(label, self.choices, index=self.choices.index(d), format_func=self.text,
-                            horizontal=self.horizontal, **opts)
-        if self.kind == "multiselect":
-            return st.multiselect(label, self.choices, default=list(d), format_func=self.text, **opts)
-        if self.kind == "select_slider":
-            return st.select_slider(label, self.choices, value=d, format_func=self.text, **opts)
-        if self.kind == "checkbox":
-            return st.checkbox(label, value=d, **opts)
-        if self.kind == "toggle":
-            return st.toggle(label, value=d, **opts)
-        whole = isinstance(d, int)
-        if self.kind == "slider":
-            if whole:
-                return st.slider(label, self.lo, self.hi, d, **opts)
-            return st.slider(label, float(self.lo), float(self.hi), float(d), step=0.01, **opts)
-        if self.kind == "number":
-            if whole:
-                return st.number_input(label, min_value=self.lo, max_value=self.hi, value=d, step=1, **opts)
-            return st.number_input(label, min_value=float(self.lo), max_value=float(self.hi), value=float(d),
-                                   step=0.01, format="%.2f", **opts)
-        raise ValueError(f"{self.key}: unknown widget kind {self.kind!r}")
-
-    def _sync_url(self, value) -> None:
-        """Drawn without a default, Streamlit writes the value to the URL unless it is the widget's
-        first option; put the URL back to what the declared default implies (omitted at the default)."""
-        from ui.guard import url_text
-        try:
-            from streamlit.runtime.state.session_state_proxy import get_session_state
-            text = url_text(self, value)
-            with get_session_state().query_params() as qp:
-                if text is None:
-                    qp.remove_param(self.key)
-                else:
-                    qp.set_corrected_value(self.key, text, "string_array_value" if isinstance(text, list)
-                                           else "string_value")
-        except (ImportError, AttributeError):
-            pass    # Streamlit's internals moved: the URL then names a default, which is harmless
-
-    def _draw_from_state(self, label: str, opts: dict):
-        """The widget with no default of its own: its value is the one in st.session_state."""
-        whole = isinstance(self.default, int)
-        if self.kind == "selectbox":
-            return st.selectbox(label, self.choices, format_func=self.text, **opts)
-        if self.kind == "radio":
-            return st.radio(label, self.choices, format_func=self.text, horizontal=self.horizontal, **opts)
-        if self.kind == "multiselect":
-            return st.multiselect(label, self.choices, format_func=self.text, **opts)
-        if self.kind == "select_slider":
-            return st.select_slider(label, self.choices, format_func=self.text, **opts)
-        if self.kind == "checkbox":
-            return st.checkbox(label, **opts)
-        if self.kind == "toggle":
-            return st.toggle(label, **opts)
-        if self.kind == "slider":
-            if whole:
-                return st.slider(label, self.lo, self.hi, **opts)
-            return st.slider(label, float(self.lo), float(self.hi), step=0.01, **opts)
-        if self.kind == "number":
-            if whole:
-                return st.number_input(label, min_value=self.lo, max_value=self.hi, value="min", step=1, **opts)
-            return st.number_input(label, min_value=float(self.lo), max_value=float(self.hi), value="min",
-                                   step=0.01, format="%.2f", **opts)
-        raise ValueError(f"{self.key}: unknown widget kind {self.kind!r}")
-
-
-def set_by_session_state(key: str) -> bool:
-    """True when key's value was written through st.session_state since the last run (by a
-    callback such as Reset or a loaded configuration): its widget must then be drawn without a
-    default, or Streamlit warns that the value is set two ways."""
-    try:
-        from streamlit.runtime.state.session_state_proxy import get_session_state
-        return get_session_state().is_new_state_value(key)
-    except (ImportError, AttributeError):   # Streamlit's internals moved: draw with the default
-        return False
 
 
 def slider(key: str, label: str, lo: int, hi: int, default: int, help: str = "") -> Setting:
@@ -339,9 +214,9 @@ class PageSettings:
 def stop_with_error(err: Exception) -> None:
     """Show a bad setting as a readable one-line error and end this run of the page (no traceback).
     The field a ConfigError names is called by its on-screen label."""
-    text, name = str(err), getattr(err, "field_name", "")
-    if name and text.startswith(f"{name}: "):
-        text = f"{LABELS.get(name, name.replace('_', ' '))}: {text[len(name) + 2:]}"
+    text = str(err)
+    if isinstance(err, ConfigError):
+        text = f"{LABELS.get(err.field_name, err.field_name.replace('_', ' '))}: {err.detail}"
     st.error(f"**Invalid setting.** {text}")
     st.stop()
 

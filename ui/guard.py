@@ -22,10 +22,11 @@ import streamlit as st
 
 from grpo_core import GRPOConfig, MAX_WORK_PER_REQUEST, check_budget
 from grpo_core.config import ConfigError, request_work
-from ui.controls import Setting, g as _g, stop_with_error
+from ui.controls import field_label, stop_with_error
+from ui.setting import Setting, g as _g, parse_number
 
-__all__ = ["Setting", "Fix", "check_setting", "url_text", "url_value", "check_url", "work_caption", "check_request",
-           "result_bytes", "check_result_size", "MAX_RESULT_BYTES"]
+__all__ = ["Fix", "check_setting", "check_url", "work_caption", "check_request", "result_bytes",
+           "check_result_size", "MAX_RESULT_BYTES"]
 
 
 # ---------------------------------------------------------------- checking one setting
@@ -41,28 +42,6 @@ class Fix:
     notice: str
 
 
-def _number(text: str, whole: bool) -> tuple[float | None, str]:
-    """(value, "") or (None, what is wrong with text)."""
-    try:
-        value = float(text)
-    except ValueError:
-        return None, "is not a number"
-    if not math.isfinite(value):
-        return None, "is not a finite number"
-    if whole and value != int(value):
-        return None, "is not a whole number"
-    return (int(value) if whole else value), ""
-
-
-def _choice(s: Setting, text: str):
-    """The choice whose URL form (or plain name, in any case) is text, else None."""
-    for match in (lambda c: s.text(c) == text, lambda c: str(c).lower() == text.lower()):
-        found = [c for c in s.choices if match(c)]
-        if found:
-            return found[0]
-    return None
-
-
 def _nearest(choices: Sequence[float], value: float) -> float:
     """The choice closest to value, on a log scale when every choice is positive."""
     if min(choices) > 0:
@@ -73,10 +52,7 @@ def _nearest(choices: Sequence[float], value: float) -> float:
 def check_setting(s: Setting, raw: list[str]) -> Fix | None:
     """None when the URL values `raw` of setting s are fine as they are, else the Fix."""
     shown = f"URL setting {s.key}={','.join(raw)}"
-    text = s.text if s.choices else (lambda v: _g(v) if isinstance(v, float) else str(v))
-
-    def url(value):
-        return url_text(s, value)
+    text, url = s.url_form, s.to_url
 
     def show(value) -> str:
         if isinstance(value, tuple):
@@ -90,7 +66,7 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
     default = f"the default {show(s.default)}"
     if isinstance(s.default, tuple):                       # a multiselect: keep the valid items
         items = [v.strip() for v in raw if v.strip()]
-        kept = tuple(dict.fromkeys(c for c in map(lambda v: _choice(s, v), items) if c is not None))
+        kept = tuple(dict.fromkeys(c for c in map(s.choice_for, items) if c is not None))
         if len(kept) == len(items):
             return None if [text(v) for v in kept] == raw or not items else fix(kept)
         where = f"has values that are not among {', '.join(map(text, s.choices))}"
@@ -99,7 +75,7 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
         last = check_setting(s, raw[-1:])
         if last and last.notice:
             return last
-        value = last.value if last else url_value(s, raw[-1])
+        value = last.value if last else s.from_url(raw[-1])
         return Fix(s.key, value, url(value),
                    f"{shown} is given {len(raw)} times: using the last one, {raw[-1].strip()}.")
     given = raw[0].strip()
@@ -108,12 +84,12 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
             return None if given == raw[0] else fix(given.lower() == "true")
         return fix(s.default, "is not true or false", default)
     if s.choices:
-        choice = _choice(s, given)
+        choice = s.choice_for(given)
         if choice is not None:
             return None if text(choice) == raw[0] else fix(choice)
         if isinstance(s.default, str):
             return fix(s.default, f"is not one of {', '.join(map(text, s.choices))}", default)
-        value, problem = _number(given, whole=False)
+        value, problem = parse_number(given, whole=False)
         if problem:
             return fix(s.default, problem, default)
         nearest = _nearest(s.choices, value)
@@ -122,7 +98,7 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
         if s.lo is not None and not s.lo <= value <= s.hi:
             return fix(nearest, f"is out of range ({_g(s.lo)} to {_g(s.hi)})")
         return fix(nearest, "is not one of the slider's values", f"the nearest, {text(nearest)}")
-    value, problem = _number(given, whole=isinstance(s.default, int))
+    value, problem = parse_number(given, whole=isinstance(s.default, int))
     if problem:
         return fix(s.default, problem, default)
     if not s.lo <= value <= s.hi:
@@ -130,29 +106,6 @@ def check_setting(s: Setting, raw: list[str]) -> Fix | None:
     if isinstance(s.default, int) and raw[0] != str(value):
         return fix(value)                                  # e.g. "08" or "8.0": the same value, written plainly
     return None
-
-
-def url_text(s: Setting, value) -> str | list[str] | None:
-    """value of setting s as the URL writes it (a list for a multiselect); None at the default,
-    which the URL omits. The inverse of :func:`url_value`."""
-    if isinstance(value, list):
-        value = tuple(value)
-    if value == s.default:
-        return None
-    if isinstance(value, bool):
-        return str(value).lower()
-    text = s.text if s.choices else (lambda v: _g(v) if isinstance(v, float) else str(v))
-    return [text(v) for v in value] if isinstance(value, tuple) else text(value)
-
-
-def url_value(s: Setting, given: str):
-    """The value of a URL text that check_setting accepts as it is."""
-    given = given.strip()
-    if isinstance(s.default, bool):
-        return given.lower() == "true"
-    if s.choices:
-        return _choice(s, given)
-    return _number(given, isinstance(s.default, int))[0]
 
 
 # ---------------------------------------------------------------- the page hook
@@ -214,7 +167,6 @@ def over_work_message(configs: Sequence[GRPOConfig]) -> str:
     the number of runs (seeds) it is repeated for; runs that differ are summed term by term, e.g.
     'iterations 300 × PPO epochs μ 4 × prompts per iteration 16 × group size G 64 × 64 runs = …'."""
     from collections import Counter
-    from ui.controls import field_label
 
     terms = Counter((*(getattr(c, f) for f in WORK_FACTORS), c.dynamic_sampling) for c in configs)
     parts = []

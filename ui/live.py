@@ -8,29 +8,27 @@
   re-running the page. It knows an engine only by its trainer factory, store key and a frame
   function that draws the live charts (token_frame for one-token runs; live_axes keeps their axes
   steady). A finished live run goes into the store, so the static view shows it at once.
-- share_link(), downloads, configuration upload, pins: one function each.
+- share_link(), downloads, configuration upload: one function each; pins are ui.pins.
 
 Shared between sessions: nothing; per user everything lives in st.session_state (the page's one
-LiveRun through ui.store.hold, pins capped at MAX_PINS).
+LiveRun through ui.store.hold).
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 from urllib.parse import urlencode
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from grpo_core import ConfigError, GRPOConfig, RLVRConfig, RunResult, Upstream, band, config_fields
+from grpo_core import ConfigError, GRPOConfig, RunResult, Upstream, config_fields
 from grpo_core.experiment import MAX_EXPERIMENT_BYTES, Experiment, experiment_from_json
-from ui import charts, controls, guard, lab, store, views
+from ui import charts, controls, guard, lab, pins, store, views
 from ui.controls import PageSettings, TICK_SECONDS
 
-MAX_PINS = 6
 UPLOAD_LIMIT = f"{MAX_EXPERIMENT_BYTES // 1024} KiB"     # a saved configuration is a few hundred bytes
-KINDS = {"grpo": (GRPOConfig, "GRPO", "pages/2_GRPO.py"), "rlvr": (RLVRConfig, "RLVR", "pages/3_RLVR.py")}
+KINDS = pins.KINDS
 
 
 def run_view(page: PageSettings, up: Upstream, configs: Sequence[GRPOConfig], key: str, name: str, color: str,
@@ -68,8 +66,8 @@ def watch_or_train(page: PageSettings, up, configs: Sequence, key: str, frame: C
 def keep_and_share(key: str, cfg: GRPOConfig, n_seeds: int, up: Upstream, results: Sequence[RunResult]) -> None:
     """A run page's closing sections: pinned runs, share/save/load, and the TRL equivalent."""
     st.header("Pinned runs")
-    pin_button(key, cfg, n_seeds, up, results)
-    pins_view(key)
+    pins.pin_button(key, cfg, n_seeds, up, results)
+    pins.pins_view(key)
     save_and_load(key, cfg, n_seeds, up, results)
     lab.trl_export(cfg)
 
@@ -205,7 +203,7 @@ def adopt_params(prefixes: Sequence[str] = UPSTREAM_PREFIXES) -> None:
         cls = SETTINGS[prefix]
         settings = (controls.shared_run_settings(prefix) if prefix in KINDS
                     else controls.config_settings(cls, prefix))
-        given = {s.key: guard.url_value(s, st.query_params[s.key])
+        given = {s.key: s.from_url(st.query_params[s.key])
                  for s in settings if s.key in st.query_params}
         given = {k: v for k, v in given.items() if v is not None}
         values = {k[len(prefix) + 1:]: v for k, v in given.items() if k != f"{prefix}_seeds"}
@@ -248,7 +246,7 @@ def share_url(prefixes: Sequence[str] = UPSTREAM_PREFIXES, values: dict | None =
     params: dict = {}
     for s in {s.key: s for s in declared}.values():
         value = values[s.key] if s.key in values else st.session_state.get(s.key, s.default)
-        text = guard.url_text(s, value)
+        text = s.to_url(value)
         if text is not None:
             params[s.key] = text
     if st.session_state.get("present"):
@@ -351,82 +349,3 @@ def follow_upload() -> None:
     target = st.session_state.pop("live_switch_to", None)
     if target:
         st.switch_page(target)
-
-
-# ---------------------------------------------------------------- pins
-
-def _flat(pin: dict) -> dict:
-    """A pin's settings keyed by their on-screen labels (upstream ones prefixed by their stage)."""
-    cls = KINDS.get(pin["name"].lower(), (GRPOConfig,))[0]
-    out = {"method": pin["name"], "seeds": pin["seeds"]}
-    out.update({controls.field_label(cls, k): v for k, v in pin["config"].items() if k != "reward"})
-    stages = {prefix: (stage_cls, name) for stage_cls, prefix, name in controls.UPSTREAM}
-    for section, values in pin["upstream"].items():
-        stage_cls, name = stages[section]
-        out.update({f"{name} {controls.field_label(stage_cls, k)}": v for k, v in values.items()})
-    return out
-
-
-def pin_labels(pins: Sequence[dict]) -> list[str]:
-    """'#n: what differs', naming the settings that differ between the pinned runs."""
-    flats = [_flat(p) for p in pins]
-    keys = [k for k in dict.fromkeys(k for f in flats for k in f)
-            if len({repr(f.get(k)) for f in flats}) > 1]
-    fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)
-    labels = []
-    for i, f in enumerate(flats):
-        parts = [fmt(f["method"]) if k == "method" else f"{k} {fmt(f.get(k, '–'))}" for k in keys]
-        labels.append(f"#{i + 1}" + (": " + ", ".join(parts) if parts else f": {f['method']}"))
-    return labels
-
-
-def pin_button(kind: str, cfg: GRPOConfig, n_seeds: int, up: Upstream,
-               results: Sequence[RunResult]) -> None:
-    def pin():
-        hists = [r.history for r in results]
-        mean = {c: band(hists, c)["mean"].to_numpy() for c in ("true_reward", "kl_ref")}
-        history = pd.DataFrame({"iteration": band(hists, "true_reward")["iteration"].to_numpy(), **mean})
-        pins = st.session_state.setdefault("pins", [])
-        pins.append({"name": KINDS[kind][1], "seeds": n_seeds, "config": cfg.to_dict(),
-                     "upstream": {s: c.to_dict() for s, c in zip(("problem", "sft", "rm"), up.configs)},
-                     "history": history})
-        del pins[:-MAX_PINS]
-    st.button("Pin this run", icon=":material/push_pin:", key=f"{kind}_pin", on_click=pin,
-              help=f"Keep this run's mean curves to compare with others (at most {MAX_PINS}; the "
-                   "oldest is dropped).")
-
-
-def pin_chart(long: pd.DataFrame, runs: Sequence[str], colors: Sequence[str], column: str, title: str,
-              y_title: str) -> dict:
-    """Each pinned run's mean curve of column, full height; the legend names runs by "#n" only
-    (a long label per line would take the plot's height), the full labels are listed under the charts."""
-    return alt.Chart(long).mark_line(strokeWidth=2.2).encode(
-        x=alt.X("iteration:Q"), y=alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", sort=list(runs), scale=alt.Scale(domain=list(runs), range=list(colors)),
-                        legend=alt.Legend(orient="top", direction="horizontal", title=None,
-                                          symbolType="stroke", symbolStrokeWidth=3)),
-        tooltip=["run:N", "iteration:Q", alt.Tooltip(f"{column}:Q", format=".4f")],
-    ).properties(title=charts.chart_title(title, "mean over each pinned run's seeds"),
-                 height=charts.CHART_HEIGHT).to_dict(validate=False)
-
-
-def pins_view(key: str) -> None:
-    """Overlay of the pinned runs' exact true reward and KL, legend naming what differs; unpin."""
-    pins = st.session_state.get("pins", [])
-    if not pins:
-        st.caption("Pin runs to overlay their curves here: change a setting, pin again, compare.")
-        return
-    labels = pin_labels(pins)
-    short = [label.split(":")[0] for label in labels]          # "#1": the full label is listed below
-    long = pd.concat([charts.thin(p["history"]).assign(run=tag) for p, tag in zip(pins, short)],
-                     ignore_index=True)
-    colors = charts.PALETTE[:len(labels)]
-    charts.show_grid([pin_chart(long, short, colors, "true_reward", "Pinned runs: expected true reward",
-                                "true reward"),
-                      pin_chart(long, short, colors, "kl_ref", "Pinned runs: KL(policy ‖ SFT)", "KL (nats)")])
-    st.markdown("  \n".join(f'<span style="color:{c}">■</span> {label}' for c, label in zip(colors, labels)),
-                unsafe_allow_html=True)
-    cols = st.columns(min(len(pins), 3))
-    for i, label in enumerate(labels):
-        cols[i % len(cols)].button(f"✕ unpin {label}", key=f"{key}_unpin_{i}",
-                                   on_click=lambda i=i: st.session_state["pins"].pop(i))

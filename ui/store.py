@@ -27,7 +27,6 @@ from collections import OrderedDict
 from typing import Callable, Hashable, Sequence
 
 import streamlit as st
-import torch
 
 from grpo_core import (GRPOConfig, GRPOTrainer, ProblemConfig, RewardModelConfig, RunResult, SFTConfig,
                        Upstream, make_problem, train_reward_model, train_sft)
