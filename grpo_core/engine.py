@@ -164,3 +164,17 @@ class ResumableTrainer:
     def _kept_iterations(self, iterations: torch.Tensor) -> torch.Tensor:
         """(E,) iterations each member keeps: its own, up to a stop, before any divergence."""
         return torch.minimum(iterations.clamp_max(self.iteration), self.first_bad - 1)
+
+
+def result_from_records(config, columns: HistoryColumns, exact: list[dict], records: list, per_context: dict,
+                        final_logp: torch.Tensor, state_dict: dict, status: str = "") -> RunResult:
+    """A RunResult from one run's records, as a loop that trains one run keeps them (the
+    reference implementations): exact[0] the start's metrics then one dict per iteration, records
+    one row of batch values per iteration (columns.batch order), per_context {column: (C,)}."""
+    history = columns.frame({k: torch.stack([torch.as_tensor(e[k]) for e in exact[1:]]) for k in exact[0]}
+                            if records else {},
+                            torch.tensor([[float(x) for x in row] for row in records]).view(len(records), -1))
+    final = {k: float(exact[-1][k]) for k in columns.exact if k in exact[-1]}
+    per_context = {k: v.detach().numpy() if torch.is_tensor(v) else v for k, v in per_context.items()}
+    return RunResult(config, history, final, pd.DataFrame(per_context), final_logp,
+                     {k: t.detach().clone() for k, t in state_dict.items()}, status)

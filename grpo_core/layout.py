@@ -85,7 +85,8 @@ class BatchLayout:
         self.valid_flat = self.valid.flatten(1)                                         # (E, S)
         self.first_group_size = torch.where(self.flat, 1, group)                        # (E,)
         self.n_samples = self.valid_flat.sum(1)                                         # (E,)
-        self.n_samples_float = self.n_samples.float()
+        real = torch.get_default_dtype()        # float32; float64 when a test compares exactly
+        self.n_samples_float = self.n_samples.to(real)
         # Minibatch m of a member holds its prompts p with p * M // P == m (as equal as possible);
         # a sample's prompt is its slot (grouped) or its position (flat). Per-sample (E, S)
         # temporaries are made only for what needs them: a batch holds up to ~10^7 samples.
@@ -98,11 +99,11 @@ class BatchLayout:
         # member's slots mix contexts: (member, minibatch, weight) of each, for context_weights.
         if self.any_flat:
             self.ctx_count = (torch.arange(n).unsqueeze(1).expand(-1, pos.numel()),
-                              self.minibatch_of_sample, self.valid_flat.float())          # (E, S) each
+                              self.minibatch_of_sample, self.valid_flat.to(real))          # (E, S) each
         else:
             self.ctx_count = (torch.arange(n).unsqueeze(1).expand(-1, self.p_max),
                               self.minibatch_of_sample.view(n, self.p_max, self.g_max)[..., 0],
-                              self.valid_p.float())                                       # (E, P) each
+                              self.valid_p.to(real))                                       # (E, P) each
         self.weight = aggregation_weights(self.valid_flat)                   # (E, S): one minibatch
 
     def step_weights(self, step: int, ctx_weight_mb: torch.Tensor):
@@ -137,8 +138,8 @@ def batch_stats(layout: BatchLayout, schedule: Schedule, sums, generated, record
     n_valid, steps = layout.n_samples, schedule.steps                       # (E,)
     s = dict(zip(SAMPLE_SUMS, sums.unbind(-1)))
     rec = dict(zip(STEP_RECORD, record.unbind(-1)))
-    per_step = n_valid * steps
-    low, high = rec["n_clip_low"] / per_step, rec["n_clip_high"] / per_step
+    trained = n_valid * schedule.epochs          # samples the steps trained on: each once per epoch
+    low, high = rec["n_clip_low"] / trained, rec["n_clip_high"] / trained
     return torch.stack([
         generated,
         s["reward"] / n_valid,

@@ -190,11 +190,11 @@ def grpo_loss(logp: torch.Tensor, *, ref_logp: torch.Tensor, index: torch.Tensor
     sample_term = torch.where(terms.beta_sample.squeeze(1) > 0, terms.beta_sample.squeeze(1) * kl_sample, 0.0)
     loss = (policy_loss + terms.beta_exact * kl + sample_term
             - terms.entropy_coef * entropy)
-    live = adv != 0
+    in_step = weight > 0                                                    # the step's samples
     info = {"policy_loss": policy_loss, "kl": kl,
             "kl_estimate": torch.where(terms.k_code.squeeze(1) == 0, kl, kl_sample),
-            "n_clip_low": ((adv < 0) & (ratio < lo) & live).sum(1),
-            "n_clip_high": ((adv > 0) & (ratio > hi) & live).sum(1)}
+            "n_clip_low": ((adv < 0) & (ratio < lo) & in_step).sum(1),
+            "n_clip_high": ((adv > 0) & (ratio > hi) & in_step).sum(1)}
     return loss, info
 
 
@@ -203,7 +203,8 @@ def grpo_logits_grad(logp: torch.Tensor, *, ref_logp: torch.Tensor, index: torch
                      ctx_weight: torch.Tensor, terms: LossTerms | None = None,
                      clip_eps: torch.Tensor | None = None, kl_coef: torch.Tensor | None = None,
                      first_epoch: bool = False, use_kl: bool = True,
-                     probs: torch.Tensor | None = None, ref_at: torch.Tensor | None = None):
+                     probs: torch.Tensor | None = None, ref_at: torch.Tensor | None = None,
+                     in_step: torch.Tensor | None = None):
     """d grpo_loss / d logits (E, C, V), by hand, and the same info as grpo_loss.
 
     Surrogate: d obj_s / d logp_s = A_s rho_s where the unclipped term is the one selected, else 0
@@ -213,6 +214,8 @@ def grpo_logits_grad(logp: torch.Tensor, *, ref_logp: torch.Tensor, index: torch
     With first_epoch the policy is still the one that sampled the batch: rho = 1, nothing is
     clipped. use_kl=False skips every KL term (kl_coef = 0 in every member).
     probs: logp.exp(), and ref_at: log pi_ref at the samples (E, S), if already computed.
+    in_step (E, S) bool: the step's samples, when it trains on a minibatch (clip counts are of
+    those; None: every sample with a weight, as for one minibatch).
     """
     terms = terms or LossTerms.simple(clip_eps, kl_coef)
     if probs is None:
@@ -221,7 +224,7 @@ def grpo_logits_grad(logp: torch.Tensor, *, ref_logp: torch.Tensor, index: torch
     if first_epoch:
         new_logp = old_logp
         dlogp, policy_loss = -wa, -wa.sum(1)
-        n_low = n_high = torch.zeros(adv.shape[0])
+        n_low = n_high = torch.zeros(adv.shape[0], dtype=logp.dtype)
     else:
         new_logp = at_samples(logp, index)
         ratio = torch.exp(new_logp - old_logp)
@@ -236,7 +239,9 @@ def grpo_logits_grad(logp: torch.Tensor, *, ref_logp: torch.Tensor, index: torch
             stop = stop | dual_hit
         policy_loss = -obj.sum(1)
         dlogp = torch.where(stop, 0.0, -wa * ratio)
-        n_low, n_high = clip_low.sum(1, dtype=torch.float32), clip_high.sum(1, dtype=torch.float32)
+        if in_step is not None:  # count the step's own samples only (its minibatch)
+            clip_low, clip_high = clip_low & in_step, clip_high & in_step
+        n_low, n_high = clip_low.sum(1, dtype=logp.dtype), clip_high.sum(1, dtype=logp.dtype)
     info = {"policy_loss": policy_loss, "n_clip_low": n_low, "n_clip_high": n_high}
     estimated = use_kl and terms.any_estimate
     if estimated:  # a member uses a sampled-token KL estimate, in the loss or in the reward

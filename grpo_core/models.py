@@ -57,10 +57,10 @@ def mlp_state_dict(layout: ParamLayout, theta_row: torch.Tensor) -> dict[str, to
 
 
 def mlp_from_state_dict(sd: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Inverse of mlp_state_dict: (N,) flat float32 parameters."""
+    """Inverse of mlp_state_dict: (N,) flat parameters, in the state dict's dtype."""
     l1 = torch.cat([sd["0.weight"].T, sd["0.bias"].unsqueeze(0)])
     l2 = torch.cat([sd["2.weight"].T, sd["2.bias"].unsqueeze(0)])
-    return torch.cat([l1.reshape(-1), l2.reshape(-1)]).float()
+    return torch.cat([l1.reshape(-1), l2.reshape(-1)])
 
 
 @dataclass(frozen=True)

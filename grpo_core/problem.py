@@ -36,7 +36,7 @@ class Problem:
     @property
     def verifiable_reward(self) -> torch.Tensor:
         """(C, V) binary reward: 1 at the correct token of each context."""
-        return torch.nn.functional.one_hot(self.correct_token, self.vocab_size).float()
+        return torch.nn.functional.one_hot(self.correct_token, self.vocab_size).to(self.true_reward.dtype)
 
     @property
     def best_reward(self) -> torch.Tensor:

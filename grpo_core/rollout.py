@@ -2,7 +2,7 @@
 scored, DAPO's dynamic sampling, and the KL penalty when it is placed in the reward.
 
     contexts, u = draw(gens, configs, layout, start, n_ctx, shape)          # once per chunk
-    contexts, index, rewards, generated = sample_groups(layout, schedule, reward_kl, logp, ...)
+    contexts, index, rewards, generated = sample_groups(layout, schedule, reward_kl, logp=logp, ...)
 
 No gradient flows through the rollout: it only reads the policy's (E, C, V) table.
 """
@@ -72,7 +72,7 @@ class RewardKL:
         return torch.where(self.members, rewards - self.beta * k_value, rewards)
 
 
-def sample_groups(layout: BatchLayout, schedule: Schedule, reward_kl: RewardKL, logp, rewards_cv,
+def sample_groups(layout: BatchLayout, schedule: Schedule, reward_kl: RewardKL, *, logp, rewards_cv,
                   ref_logp, contexts, u, probs=None):
     """Draw each member's groups from the policy and score them.
 
@@ -152,5 +152,5 @@ def sample_groups(layout: BatchLayout, schedule: Schedule, reward_kl: RewardKL, 
         done = done | take.squeeze(-1)
         if bool(done.all()):
             break
-    generated = ((choice + 1) * layout.valid.sum(-1)).sum(1).float()
+    generated = ((choice + 1) * layout.valid.sum(-1)).sum(1).to(out_rewards.dtype)
     return out_ctx, out_index.flatten(1), out_rewards, generated

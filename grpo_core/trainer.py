@@ -185,8 +185,8 @@ class GRPOTrainer(ResumableTrainer):
         # Sample the groups and score them; then advantages. No gradient flows through this block.
         probs = logp.exp()
         contexts, index, rewards, generated = sample_groups(
-            layout, schedule, self.reward_kl, logp, self.rewards_cv, ref_logp,
-            self.prompts_chunk[row], self.u_chunk[row], probs)
+            layout, schedule, self.reward_kl, logp=logp, rewards_cv=self.rewards_cv, ref_logp=ref_logp,
+            contexts=self.prompts_chunk[row], u=self.u_chunk[row], probs=probs)
         sample_ctx = contexts.flatten(1)                                    # (E, S)
         old_logp = logp.flatten(1).gather(1, index)                         # (E, S)
         baseline = None
@@ -217,12 +217,12 @@ class GRPOTrainer(ResumableTrainer):
             dlogits, info = grpo_logits_grad(
                 logp, ref_logp=ref_logp, index=index, old_logp=old_logp, adv=adv, weight=weight,
                 ctx_weight=ctx_weight, terms=terms, first_epoch=step == 0, use_kl=self.use_kl,
-                probs=probs, ref_at=ref_at)
+                probs=probs, ref_at=ref_at, in_step=None if schedule.single_minibatch else weight > 0)
             active = None if schedule.lockstep else in_run & schedule.in_step[step]
             if self.baselines is not None:  # the critic takes its value step on the same (mini)batch
                 dlogits, active = self.baselines.step(values, weight, active, dlogits)
             grad = net.backward(self.params, self.x1, h1, dlogits)
-            info["grad_norm"] = torch.linalg.vector_norm(grad[:n_mem], dim=1, dtype=torch.float64).float()
+            info["grad_norm"] = torch.linalg.vector_norm(grad[:n_mem], dim=1, dtype=torch.float64).to(grad.dtype)
             step_values = torch.stack([info[k] for k in STEP_RECORD], dim=1)   # (E, R)
             if schedule.lockstep:
                 self.opt.step(grad)

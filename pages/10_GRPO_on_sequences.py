@@ -3,7 +3,8 @@ import streamlit as st
 
 from grpo_core import seed_configs
 from grpo_core.sequence import SeqGRPOConfig, sample_responses_text, top_responses
-from ui import charts, controls, lab, live, navigation, seq, views
+from grpo_core.reference import sequence as reference
+from ui import charts, code, controls, lab, live, navigation, seq, views
 
 SETTINGS = controls.PageSettings("GRPO on sequences", (*seq.run_settings("seq"), *controls.live_settings("seq"),
                                                          *seq.upstream_settings()))
@@ -66,6 +67,8 @@ st.dataframe(per_context[["context", "answer", "reward", "length", "length_corre
                           "p_truncated", "entropy", "kl_ref"]], hide_index=True,
              column_config=views.number_formats(per_context))
 st.caption(f"Per context, exact, under seed {seed}'s final policy.")
+
+code.code_section(reference, cfg)
 
 st.header("Share")
 live.share_link(())

@@ -2,7 +2,8 @@
 import streamlit as st
 
 from grpo_core import GRPOConfig, seed_configs
-from ui import charts, controls, live, navigation, store, views
+from grpo_core.reference import grpo as reference
+from ui import charts, code, controls, live, navigation, store, views
 
 SETTINGS = controls.PageSettings("GRPO", controls.run_settings("grpo"), adopted=controls.upstream_settings())
 navigation.page(SETTINGS)
@@ -40,4 +41,5 @@ views.final_policy_view(results, up, "GRPO", "grpo", charts.GRPO_COLOR)
 st.caption("Where the reward model's top token is not the correct one (see Setup), GRPO moves "
            "probability onto the reward model's favourite instead.")
 
+code.code_section(reference, cfg)
 live.keep_and_share("grpo", cfg, n_seeds, up, results)

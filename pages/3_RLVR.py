@@ -2,7 +2,8 @@
 import streamlit as st
 
 from grpo_core import RLVRConfig, seed_configs
-from ui import charts, controls, live, navigation, store, views
+from grpo_core.reference import grpo as reference
+from ui import charts, code, controls, live, navigation, store, views
 
 SETTINGS = controls.PageSettings("RLVR", controls.run_settings("rlvr"), adopted=controls.upstream_settings())
 navigation.page(SETTINGS)
@@ -48,4 +49,5 @@ st.caption("RLVR learns only from groups holding both a right and a wrong answer
 st.header("The final policy, context by context")
 views.final_policy_view(results, up, "RLVR", "rlvr", charts.RLVR_COLOR)
 
+code.code_section(reference, cfg)
 live.keep_and_share("rlvr", cfg, n_seeds, up, results)

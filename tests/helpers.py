@@ -1,6 +1,8 @@
 """Small helpers several test modules share (plain functions, no fixtures)."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import torch
@@ -26,3 +28,23 @@ def sequential(sd):
     module = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, v))
     module.load_state_dict(sd)
     return module
+
+
+@contextlib.contextmanager
+def float64():
+    """Build and train in float64 (torch's default dtype, restored afterwards): the engines then
+    run in float64 end to end, so two ways of computing the same run (the batched engine's
+    hand-written gradients and a reference's autograd) can be compared without float32 round-off,
+    which Adam's first steps amplify (they divide near-zero gradient components by their own size)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def assert_histories_close(got: pd.DataFrame, want: pd.DataFrame, atol: float, rtol: float = 0.0):
+    """Same columns, same iterations, every value within atol + rtol |want| (NaN where NaN)."""
+    assert list(got.columns) == list(want.columns) and len(got) == len(want)
+    pd.testing.assert_frame_equal(got, want, check_exact=False, atol=atol, rtol=rtol, check_dtype=False)

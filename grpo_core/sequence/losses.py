@@ -116,7 +116,7 @@ def token_kl(new_logp: torch.Tensor, ref_logp: torch.Tensor, k_code: torch.Tenso
     return torch.where(k_code == 0, exact_kl, value)
 
 
-def per_token_loss(new_logp, old_logp, ref_logp, adv, mask, terms: SeqLossTerms,
+def per_token_loss(new_logp, old_logp, ref_logp, adv, mask, terms: SeqLossTerms, *,
                    exact_kl=None, entropy=None):
     """The per-token loss l (E, S, L) (see the module docstring) and the clip masks.
 
@@ -146,13 +146,13 @@ def per_token_loss(new_logp, old_logp, ref_logp, adv, mask, terms: SeqLossTerms,
     return loss, clipped
 
 
-def aggregate(loss: torch.Tensor, mask: torch.Tensor, agg: torch.Tensor, n_seq: torch.Tensor,
+def aggregate(loss: torch.Tensor, mask: torch.Tensor, agg: torch.Tensor, *, n_seq: torch.Tensor,
               batch_tokens: torch.Tensor, max_length: int) -> torch.Tensor:
     """loss, mask (E, S, L), agg (E, 1, 1) codes, n_seq (E,) responses B in this minibatch,
     batch_tokens (E,) masked tokens of the whole generation batch -> (E,), by the formulas of the
     module docstring."""
     seq_sum = (loss * mask).sum(-1)                                         # (E, S)
-    b = n_seq.clamp_min(1).float()
+    b = n_seq.clamp_min(1).to(loss.dtype)
     formulas = (
         lambda: (seq_sum / mask.sum(-1).clamp_min(1.0)).sum(-1) / b,       # 0 grpo
         lambda: seq_sum.sum(-1) / mask.sum((1, 2)).clamp_min(1.0),         # 1 bnpo

@@ -32,7 +32,7 @@ def sequence_metrics(seq_logp: torch.Tensor, task: SeqTask, ref_seq_logp: torch.
     for all responses, one for the correct ones), so a whole batch of policies costs a few ops."""
     probs = seq_logp.exp()
     resp = task.responses
-    columns = torch.stack([torch.ones(resp.n), resp.length.float(), resp.truncated.float()], 1)
+    columns = torch.stack([torch.ones(resp.n), resp.length.to(probs.dtype), resp.truncated.to(probs.dtype)], 1)
     both = torch.matmul(torch.stack([probs, probs * task.correct]), columns)   # (2, ..., C, 3)
     mass, length, truncated = both[0].unbind(-1)
     mass_ok, len_ok = both[1][..., 0], both[1][..., 1]

@@ -43,7 +43,7 @@ def onpolicy_token_gradients(up: SeqUpstream, configs: Sequence[SeqGRPOConfig], 
     masks = mask.expand(n, -1, -1)
     terms = SeqLossTerms.from_configs([c.replace(kl_coef=0.0, entropy_coef=0.0) for c in configs])
     loss, _ = per_token_loss(new, new.detach(), None, adv, masks, terms)
-    total = aggregate(loss, masks, terms.agg, torch.full((n,), prompts * group_size),
-                      masks.sum((1, 2)), task.config.max_length)
+    total = aggregate(loss, masks, terms.agg, n_seq=torch.full((n,), prompts * group_size),
+                      batch_tokens=masks.sum((1, 2)), max_length=task.config.max_length)
     (grad,) = torch.autograd.grad(total.sum(), new)
     return grad * masks, mask

@@ -161,7 +161,7 @@ def train_sft(task: SeqTask, cfg: SeqSFTConfig = SeqSFTConfig()) -> SeqSFTResult
     resp = sample_responses(task.demo_probs.unsqueeze(0), ctx.view(1, -1), u.view(1, -1)).view_as(ctx)
     # Each demonstration's table entries, flat over (C, K): (steps, B, L), padding masked out.
     entries = (ctx.unsqueeze(-1) * task.responses.table_size + task.responses.token_index[resp])
-    weight = task.responses.mask[resp].float() / cfg.batch_size
+    weight = task.responses.mask[resp].to(torch.get_default_dtype()) / cfg.batch_size
     opt = BatchedAdam(theta, torch.tensor([cfg.lr]))
     losses = torch.empty(cfg.steps)
     size = n_ctx * task.responses.table_size
@@ -192,7 +192,7 @@ class SeqRewardModelResult:
 
 def response_features(responses: Responses) -> torch.Tensor:
     """(N, L (A + 1)): one-hot of the token at each position, zeros past the end."""
-    onehot = F.one_hot(responses.tokens, responses.alphabet_size + 1).float()
+    onehot = F.one_hot(responses.tokens, responses.alphabet_size + 1).to(torch.get_default_dtype())
     return (onehot * responses.mask.unsqueeze(-1)).flatten(1)
 
 
@@ -234,10 +234,10 @@ def train_reward_model(task: SeqTask, cfg: SeqRewardModelConfig = SeqRewardModel
         draws.append(torch.where(from_demo, demo, uniform))
     ya, yb = draws
     ok = task.correct
-    length = resp.length.float()
+    length = resp.length.to(torch.get_default_dtype())
     margin_true = (cfg.label_scale * (ok[ctx, ya] - ok[ctx, yb])
                    + cfg.length_bias * (length[ya] - length[yb]))
-    label = (torch.rand(cfg.steps, b, generator=gen) < torch.sigmoid(margin_true)).float()
+    label = (torch.rand(cfg.steps, b, generator=gen) < torch.sigmoid(margin_true)).to(margin_true.dtype)
     opt = BatchedAdam(flat, torch.tensor([cfg.lr]))
     losses = torch.empty(cfg.steps)
     for step in range(cfg.steps):  # only the sampled pairs are scored while training

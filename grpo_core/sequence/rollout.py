@@ -22,9 +22,9 @@ from .task import Responses
 def overlong_penalty(length: torch.Tensor, max_length: int, buffer: int, factor: float) -> torch.Tensor:
     """DAPO's soft overlong punishment (N,): 0 up to L - buffer, then linearly down to -factor at L."""
     if buffer <= 0:
-        return torch.zeros_like(length, dtype=torch.float32)
+        return torch.zeros_like(length, dtype=torch.get_default_dtype())
     start = max_length - buffer
-    return torch.where(length > start, (start - length.float()) / buffer * factor, 0.0)
+    return torch.where(length > start, (start - length.to(torch.get_default_dtype())) / buffer * factor, 0.0)
 
 
 def reward_tables(up, configs: Sequence[SeqGRPOConfig]) -> torch.Tensor:
@@ -81,7 +81,7 @@ def at_tokens(rows: torch.Tensor, responses: Responses, ctx, resp, vocab: int) -
     return rows.reshape(n_mem, -1).gather(1, index.flatten(1)).view_as(index) * responses.mask[resp]
 
 
-def sample_groups(layout: BatchLayout, schedule: Schedule, reward_kl: SeqRewardKL, responses: Responses,
+def sample_groups(layout: BatchLayout, schedule: Schedule, reward_kl: SeqRewardKL, responses: Responses, *,
                   seq_logp, table, ref_table, rewards_cn, prompts, u, vocab: int):
     """Draw and score each member's groups: ctx, resp, rewards (E, S) and generated samples (E,).
 
@@ -101,10 +101,10 @@ def sample_groups(layout: BatchLayout, schedule: Schedule, reward_kl: SeqRewardK
                       reward_kl.k_code, exact_rows)
         rewards = rewards - reward_kl.beta * (kl * responses.mask[resp]).sum(-1)
     if k == 1:
-        return ctx, resp, rewards, layout.n_samples.float()
+        return ctx, resp, rewards, layout.n_samples.to(rewards.dtype)
     by_try = rewards.view(n_mem, p, k, g).permute(2, 0, 1, 3)                # (K, E, P, G)
     choice, _ = informative_try(by_try, layout.valid, 0, (schedule.tries - 1).view(-1, 1))
     pick = lambda t: t.view(n_mem, p, k, g).gather(
         2, choice.view(n_mem, p, 1, 1).expand(-1, -1, 1, g)).flatten(1)
-    generated = ((choice + 1) * layout.valid.sum(-1)).sum(1).float()
+    generated = ((choice + 1) * layout.valid.sum(-1)).sum(1).to(rewards.dtype)
     return pick(ctx), pick(resp), pick(rewards), generated

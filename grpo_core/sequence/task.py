@@ -124,7 +124,7 @@ def verify(responses: Responses, answer: torch.Tensor, rule: str) -> torch.Tenso
     pos = torch.zeros_like(k) if rule == "first" else (k - 1).clamp_min(0)
     said = responses.tokens.gather(1, pos.unsqueeze(1)).squeeze(1)          # (N,)
     answered = (k >= 1) & ~responses.truncated
-    return ((said.unsqueeze(0) == answer.unsqueeze(1)) & answered).float()
+    return ((said.unsqueeze(0) == answer.unsqueeze(1)) & answered).to(torch.get_default_dtype())
 
 
 def demo_distribution(responses: Responses, answer: torch.Tensor, accuracy: torch.Tensor,
@@ -133,7 +133,7 @@ def demo_distribution(responses: Responses, answer: torch.Tensor, accuracy: torc
     end token; the answer slot holds a_c with probability accuracy_c, else one of the other A - 1
     tokens uniformly; every other content token is uniform over A. Never truncated."""
     a, big_l = responses.alphabet_size, responses.max_length
-    k = responses.content.float()
+    k = responses.content.to(torch.get_default_dtype())
     right = verify(responses, answer, rule)                                 # (C, N)
     slot = right * accuracy.unsqueeze(1) + (1 - right) * ((1 - accuracy) / (a - 1)).unsqueeze(1)
     finished = (responses.content >= 1) & ~responses.truncated

@@ -138,14 +138,15 @@ class SeqTrainer(ResumableTrainer):
             reset = (self.ref_reset > 0) & (it % self.ref_reset.clamp_min(1) == 0)
             self.ref_table = torch.where(reset.view(-1, 1, 1), table, self.ref_table)
         ctx, resp, rewards, generated = sample_groups(
-            layout, schedule, self.reward_kl, responses, self.seq_logp, table, self.ref_table,
-            self.rewards_cn, self.prompts_chunk[row], self.u_chunk[row], vocab)
+            layout, schedule, self.reward_kl, responses, seq_logp=self.seq_logp, table=table,
+            ref_table=self.ref_table, rewards_cn=self.rewards_cn, prompts=self.prompts_chunk[row],
+            u=self.u_chunk[row], vocab=vocab)
         index, shape = token_index(responses, ctx, resp), (n_mem, -1, self.big_l)
         old_logp = gather_tokens(table, index, shape)                           # (E, S, L)
         ref_logp = gather_tokens(self.ref_table, index, shape) if self.uses_ref else None
         real = responses.mask[resp]                                             # (E, S, L)
         truncated = responses.truncated[resp]
-        token_mask = (real & (valid & ~(self.mask_truncated & truncated)).unsqueeze(-1)).float()
+        token_mask = (real & (valid & ~(self.mask_truncated & truncated)).unsqueeze(-1)).to(table.dtype)
         adv, zero_std = member_advantages(self.estimators, rewards.view(n_mem, layout.p_max, layout.g_max),
                                           layout.valid)
         adv = adv.flatten(1)
@@ -169,8 +170,9 @@ class SeqTrainer(ResumableTrainer):
                 exact_kl = at_tokens(kl_rows, responses, ctx, resp, vocab)
                 entropy = at_tokens(h_rows, responses, ctx, resp, vocab)
             loss_tok, clipped = per_token_loss(new_logp, old_logp, ref_logp, adv, mask, self.terms,
-                                               exact_kl, entropy)
-            loss = aggregate(loss_tok, mask, self.terms.agg, n_seq, batch_tokens, self.big_l)
+                                               exact_kl=exact_kl, entropy=entropy)
+            loss = aggregate(loss_tok, mask, self.terms.agg, n_seq=n_seq, batch_tokens=batch_tokens,
+                             max_length=self.big_l)
             dtable, = torch.autograd.grad(loss.sum(), leaf)
             if step == 0:  # the exact gradient rides along the batch gradient's backward pass
                 grad, exact = self.net.backward(self.theta, self.x, self.h1, self.table,

@@ -69,7 +69,8 @@ def test_the_verl_only_aggregations_are_dr_grpo_times_a_constant():
     n_seq, tokens = torch.full((e,), s), mask.sum((1, 2))
 
     def agg(name):
-        return aggregate(loss, mask, torch.full((e, 1, 1), AGGREGATIONS[name]), n_seq, tokens, big_l)
+        return aggregate(loss, mask, torch.full((e, 1, 1), AGGREGATIONS[name]), n_seq=n_seq, batch_tokens=tokens,
+                         max_length=big_l)
     torch.testing.assert_close(agg("seq-mean-token-sum"), big_l * agg("dr_grpo"))
     torch.testing.assert_close(agg("seq-mean-token-sum-norm"), s * agg("dr_grpo"))
     note = to_trl(SeqGRPOConfig(loss_type="seq-mean-token-sum-norm", prompts=4, group_size=3),

@@ -27,6 +27,7 @@ def random_batch(seed, n_mem=3, n_ctx=5, vocab=10, prompts=6, group=8, later_epo
     adv = torch.randn(n_mem, prompts * group, generator=g, dtype=f64)
     adv[:, ::7] = 0.0                                                  # zero-std groups exist
     valid = torch.rand(n_mem, prompts * group, generator=g) < 0.9
+    adv = torch.where(valid, adv, 0.0)                                 # as advantages() gives padding
     weight = valid / valid.sum(1, keepdim=True).to(f64)
     ctx_weight = torch.zeros(n_mem, n_ctx, dtype=f64).scatter_add_(
         1, ctx, torch.full((n_mem, prompts), 1 / prompts, dtype=f64))
@@ -68,9 +69,9 @@ def test_grpo_logits_grad_matches_autograd(seed, later_epoch, kl):
     else:
         assert (info["n_clip_low"] == 0).all() and (info["n_clip_high"] == 0).all()
 
-    for use_kl in ([True, False] if kl == 0 else [True]):
+    for use_kl, in_step in ([(True, None), (False, b["weight"] > 0)] if kl == 0 else [(True, b["weight"] > 0)]):
         dlogits, hand = grpo_logits_grad(logp.detach(), kl_coef=kl_coef, first_epoch=not later_epoch,
-                                         use_kl=use_kl, **b)
+                                         use_kl=use_kl, in_step=in_step, **b)
         torch.testing.assert_close(dlogits, grad, atol=1e-12, rtol=1e-9)
         for key in INFO_KEYS:
             torch.testing.assert_close(hand[key].double(), info[key].detach().double())

@@ -30,7 +30,7 @@ def test_policy_net_backward_matches_autograd(n_mem):
     seq = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 10)).double()
     seq.load_state_dict(net.state_dict(theta[-1]))
     torch.testing.assert_close(net.logits(theta.detach(), contexts)[-1], seq(contexts).detach())
-    torch.testing.assert_close(net.from_state_dict(net.state_dict(theta[0])), theta[0].detach().float())
+    torch.testing.assert_close(net.from_state_dict(net.state_dict(theta[0])), theta[0].detach())   # dtype kept
 
 
 def test_reward_net_scores_equal_the_concat_formulation(upstream):

@@ -22,8 +22,8 @@ def test_remax_baseline_is_the_greedy_responses_reward(upstream, monkeypatch):
     prompts_seen = []
     original_sample = trainer_mod.sample_groups
 
-    def sample_spy(*args):
-        out = original_sample(*args)
+    def sample_spy(*args, **kwargs):
+        out = original_sample(*args, **kwargs)
         prompts_seen.append(out[0].clone())
         return out
     monkeypatch.setattr(trainer_mod, "sample_groups", sample_spy)

@@ -90,7 +90,7 @@ def test_loss_and_gradient_match_the_formula(settings):
     leaf = new.clone().requires_grad_(True)
     terms = SeqLossTerms.from_configs([cfg, cfg])
     loss_tok, _ = per_token_loss(leaf, old, ref, adv, mask, terms)
-    loss = aggregate(loss_tok, mask, terms.agg, torch.full((2,), new.shape[1]), batch_tokens, L)
+    loss = aggregate(loss_tok, mask, terms.agg, n_seq=torch.full((2,), new.shape[1]), batch_tokens=batch_tokens, max_length=L)
     grad, = torch.autograd.grad(loss.sum(), leaf)
     for e in range(2):
         ref_leaf = new[e].clone().requires_grad_(True)
@@ -107,11 +107,11 @@ def test_members_with_different_losses_share_a_batch():
     new, old, ref, adv, mask = _batch(3, n_mem=n)
     tokens = mask.sum((1, 2))
     together, _ = per_token_loss(new, old, ref, adv, mask, SeqLossTerms.from_configs(cfgs))
-    agg = aggregate(together, mask, SeqLossTerms.from_configs(cfgs).agg, torch.full((n,), 6), tokens, L)
+    agg = aggregate(together, mask, SeqLossTerms.from_configs(cfgs).agg, n_seq=torch.full((n,), 6), batch_tokens=tokens, max_length=L)
     for e, cfg in enumerate(cfgs):
         terms = SeqLossTerms.from_configs([cfg])
         alone, _ = per_token_loss(new[e:e + 1], old[e:e + 1], ref[e:e + 1], adv[e:e + 1], mask[e:e + 1], terms)
-        value = aggregate(alone, mask[e:e + 1], terms.agg, torch.full((1,), 6), tokens[e:e + 1], L)
+        value = aggregate(alone, mask[e:e + 1], terms.agg, n_seq=torch.full((1,), 6), batch_tokens=tokens[e:e + 1], max_length=L)
         torch.testing.assert_close(agg[e:e + 1], value)
 
 
@@ -122,7 +122,7 @@ def _on_policy_grad(cfg: SeqGRPOConfig):
     terms = SeqLossTerms.from_configs([cfg, cfg])
     loss_tok, clipped = per_token_loss(leaf, new, ref, adv, mask, terms)
     assert not bool(clipped.any())  # every ratio is 1: nothing is clipped
-    loss = aggregate(loss_tok, mask, terms.agg, torch.full((2,), 6), mask.sum((1, 2)), L)
+    loss = aggregate(loss_tok, mask, terms.agg, n_seq=torch.full((2,), 6), batch_tokens=mask.sum((1, 2)), max_length=L)
     return torch.autograd.grad(loss.sum(), leaf)[0] * mask
 
 
@@ -148,7 +148,7 @@ def test_cispo_keeps_every_token_while_clipping_drops_some():
         leaf = new.clone().requires_grad_(True)
         terms = SeqLossTerms.from_configs([SeqGRPOConfig(loss_type=kind, cispo_cap=100.0)] * 2)
         loss_tok, clipped = per_token_loss(leaf, old, ref, adv, mask, terms)
-        loss = aggregate(loss_tok, mask, terms.agg, torch.full((2,), 6), mask.sum((1, 2)), L)
+        loss = aggregate(loss_tok, mask, terms.agg, n_seq=torch.full((2,), 6), batch_tokens=mask.sum((1, 2)), max_length=L)
         grads[kind] = (torch.autograd.grad(loss.sum(), leaf)[0], clipped)
     dropped = grads["dapo"][1] & (mask > 0)
     assert bool(dropped.any())

@@ -115,7 +115,7 @@ def test_rlvr_defaults_and_group_size():
     at = run("pages/3_RLVR.py")
     ok(at)
     assert n_shown(at) == 13                             # accuracy, true reward, 4 + 6 diagnostics, bars
-    assert len(at.dataframe) == 1                        # correct token per context
+    assert len(at.dataframe) == 2                        # correct token per context; The code's lines
     at.number_input(key="rlvr_iterations").set_value(40)
     at.slider(key="rlvr_group_size").set_value(4).run(timeout=TIMEOUT)
     ok(at)
@@ -201,3 +201,19 @@ def test_over_work_message_names_the_seeds_when_seeds_moved():
                                        "grpo_epochs": 16, "grpo_seeds": 2})
     assert not at.exception
     assert "× 2 runs (seeds) =" in at.error[0].value and "lower one of these factors" in at.error[0].value
+
+
+@pytest.mark.parametrize("page, query, setting", [
+    ("pages/2_GRPO.py", {"grpo_advantage_estimator": "rloo", "grpo_iterations": "40"}, "advantage_estimator = 'rloo'"),
+    ("pages/3_RLVR.py", {"rlvr_iterations": "40"}, "reward = 'verifiable'"),
+    ("pages/10_GRPO_on_sequences.py", {"seq_loss_type": "dr_grpo", "seq_iterations": "20"}, "loss_type = 'dr_grpo'"),
+])
+def test_the_code_section_shows_the_reference_with_the_settings_marked(page, query, setting):
+    at = run(page, query)
+    ok(at)
+    assert "The code" in [h.value for h in at.header]
+    code = [c.value for c in at.code if "one run, top to bottom" in c.value]
+    marked = [line for line in code[0].splitlines() if "◀ your settings" in line and setting in line]
+    assert len(code) == 1 and marked
+    table = next(d.value for d in at.dataframe if "the line your settings take" in d.value.columns)
+    assert any(setting in because for because in table["because"])

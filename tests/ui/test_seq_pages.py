@@ -42,7 +42,8 @@ def test_sequence_grpo_defaults_show_exact_curves_and_text():
     assert len(charts(at)) == 7 + 6           # exact curves, then the batch diagnostics
     assert at.slider(key="seq_seeds").value == 8
     assert at.metric[0].label == "final P(correct) (mean of 8)"
-    top, drawn, per_context = (d.value for d in at.dataframe)
+    top, drawn, per_context, code_lines = (d.value for d in at.dataframe)
+    assert "the line your settings take" in code_lines
     # responses shown as text: letters, then '.' (the end token) or '…' (cut off at L)
     assert all(re.fullmatch(r"[abc]*[.…]", t) for t in [*top["response"], *drawn["response"]])
     assert len(drawn) == 5 * 4 and len(per_context) == 5
