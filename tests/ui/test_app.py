@@ -119,7 +119,7 @@ def test_rlvr_defaults_and_group_size():
     at.number_input(key="rlvr_iterations").set_value(40)
     at.slider(key="rlvr_group_size").set_value(4).run(timeout=TIMEOUT)
     ok(at)
-    assert n_shown(at) == 13 and len(at.dataframe) == 1
+    assert n_shown(at) == 13 and len(at.dataframe) == 2
 
 
 def test_sweep_defaults_and_changed():
