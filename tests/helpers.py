@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 import pandas as pd
@@ -48,3 +49,32 @@ def assert_histories_close(got: pd.DataFrame, want: pd.DataFrame, atol: float, r
     """Same columns, same iterations, every value within atol + rtol |want| (NaN where NaN)."""
     assert list(got.columns) == list(want.columns) and len(got) == len(want)
     pd.testing.assert_frame_equal(got, want, check_exact=False, atol=atol, rtol=rtol, check_dtype=False)
+
+
+def assert_same_run(got, want, atol: float = 1e-5):
+    """Two RunResults of one config (the reference's and the engine's): status, history, final
+    policy over every response, weights and final exact metrics, each within atol."""
+    assert got.status == want.status and list(got.per_context.columns) == list(want.per_context.columns)
+    assert_histories_close(got.history, want.history, atol=atol)
+    torch.testing.assert_close(got.final_logp, want.final_logp, atol=atol, rtol=0)
+    assert got.state_dict.keys() == want.state_dict.keys()
+    for key, value in want.state_dict.items():
+        torch.testing.assert_close(got.state_dict[key], value, atol=atol, rtol=0)
+    assert all(abs(got.final[k] - v) <= atol or (v != v and got.final[k] != got.final[k])
+               for k, v in want.final.items())
+
+
+def at_once(request, n: int = 2, timeout: float = 120) -> list:
+    """request(i) for i in 0 .. n-1, each in its own thread, all released together; their results."""
+    results, start = [None] * n, threading.Barrier(n)
+
+    def run(i):
+        start.wait()
+        results[i] = request(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results

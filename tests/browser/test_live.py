@@ -55,7 +55,7 @@ def test_shared_link_restores_its_settings(browser, base_url):
         assert slider_value(sidebar, "seeds") == "3"
         labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
         assert any("mean of 3" in label for label in labels)     # the result is of the linked runs
-        link = page.locator('[data-testid="stCode"]').first.inner_text()
+        link = page.locator('[data-testid="stCode"]', has_text="http").first.inner_text()
         assert "grpo_group_size=4" in link and "grpo_seeds=3" in link
         full_page_screenshot(page, SCREENS / "live_shared_link.png")
     finally:
@@ -141,7 +141,7 @@ def test_share_link_after_quick_changes(browser, base_url):
         expect(page).to_have_url(re.compile(rf"grpo_group_size={wanted}\b"), timeout=60_000)
         wait_idle(page)
         assert slider_value(sidebar, "group size G") == str(wanted)
-        link = page.locator('[data-testid="stCode"]', has_text="grpo_").first
+        link = page.locator('[data-testid="stCode"]', has_text="http").first
         expect(link).to_contain_text(f"grpo_group_size={wanted}", timeout=60_000)
         assert f"grpo_group_size={wanted - 1}" not in link.inner_text()
         no_exception(page, errors)
@@ -176,7 +176,7 @@ def test_sequence_page_plays_to_the_end(browser, base_url):
         page.get_by_text("Batch diagnostics: clipping, gradient direction").click()
         wait_for_drawn_charts(page, 7 + 13)
         expect(page.get_by_role("button", name=re.compile(r"\bPlay$"))).to_be_disabled()
-        link = page.locator('[data-testid="stCode"]', has_text="seq_").first
+        link = page.locator('[data-testid="stCode"]', has_text="http").first
         expect(link).to_contain_text("seq_loss_type=dr_grpo")
         expect(link).to_contain_text("present=1")
         full_page_screenshot(page, SCREENS / "seq_live_finished.png")

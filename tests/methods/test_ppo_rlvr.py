@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from grpo_core.methods.landscape import ALL_METHODS, METHOD_NAMES, landscape, param_counts
 from grpo_core.methods.ppo import PPOConfig
 

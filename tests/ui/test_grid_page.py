@@ -2,6 +2,8 @@
 AppTest (small maps: the default one is for the browser and the bench)."""
 from __future__ import annotations
 
+from tests.helpers import at_once
+
 import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -221,17 +223,7 @@ def test_identical_concurrent_maps_train_once(upstream, monkeypatch):
     monkeypatch.setattr(maps, "run_grid", counting_run_grid)
     grid = make_grid("grpo", parse_axis("lr=1e-3:1e-2:2:log"), parse_axis("kl_coef=0.1:0.1:1"), 1,
                      iterations=5)
-    results, start = [None, None], threading.Barrier(2)
-
-    def request(i):
-        start.wait()
-        results[i] = maps.train_map(grid, upstream, key=f"map{i}")
-
-    threads = [threading.Thread(target=request, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    results = at_once(lambda i: maps.train_map(grid, upstream, key=f"map{i}"))
     assert len(calls) == 1
     assert results[0] is not results[1] and results[0].cells.equals(results[1].cells)
     assert len(results[0].cells) == 2 and not results[0].stopped

@@ -6,6 +6,8 @@ said so in one warning line, and reach the widget and the URL; unknown names are
 """
 from __future__ import annotations
 
+from tests.helpers import at_once
+
 import math
 import pickle
 import re
@@ -329,17 +331,7 @@ def test_identical_concurrent_requests_train_once(upstream):
         assert other_is_waiting.wait(60), "the second request never waited for the first"
         return run_many(upstream, configs)
 
-    start, results = threading.Barrier(2), [None, None]
-
-    def request(i):
-        start.wait()
-        results[i] = results_store.get_or_train("key", train, wait=other_is_waiting.set)
-
-    threads = [threading.Thread(target=request, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    results = at_once(lambda i: results_store.get_or_train("key", train, wait=other_is_waiting.set))
     assert len(calls) == 1
     assert results[0] is not results[1] and results[0][1] is not results[1][1]   # each its own copy ...
     assert results[0][1].history.equals(results[1][1].history)                   # ... of the same result
