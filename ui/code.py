@@ -21,7 +21,7 @@ ENGINES = {"grpo": "grpo_core/trainer.py", "sequence": "grpo_core/sequence/train
 def _annotated(module: ModuleType, cfg) -> tuple[str, pd.DataFrame]:
     text, found = annotated_source(module, cfg)
     source = inspect.getsource(module).splitlines()
-    taken = pd.DataFrame([{"line": c.line, "the line your settings take": source[c.line - 1].strip(),
+    taken = pd.DataFrame([{"line": c.line, "the line your settings take": " ".join(source[c.line - 1].split()),
                            "because": c.settings} for c in found if c.taken],
                          columns=["line", "the line your settings take", "because"])
     return text, taken
@@ -42,6 +42,6 @@ def code_section(module: ModuleType, cfg) -> None:
         f"**◀ your settings**; a branch they skip, **✗**.")
     st.dataframe(taken, hide_index=True, column_config={"line": st.column_config.NumberColumn(width="small")})
     with st.expander(f"{path}: {lines} lines, your settings marked", expanded=False):
-        st.code(text, language="python", line_numbers=True)
+        st.code(text, language="python", line_numbers=True, wrap_lines=True)
     st.caption(f"From Python: `from grpo_core.reference import {name}; {name}.train(upstream, config)` "
                "returns the same RunResult as the engine.")

@@ -99,7 +99,7 @@ def annotated_source(module: ModuleType, cfg) -> tuple[str, list[Choice]]:
             note = f"{TAKEN} ({c.settings}): the value {'before' if c.taken else 'after'} the else"
         else:
             note = f"{TAKEN}: {c.settings}" if c.taken else f"{SKIPPED}: {c.settings}" if c.lone else ""
-        if note:
-            text = lines[c.line - 1]
-            lines[c.line - 1] = f"{text}  {note}" if "#" in text else f"{text}  # {note}"
+        if note:  # right after the code, where it is seen; the line's own comment follows
+            code, sep, comment = lines[c.line - 1].partition("#")
+            lines[c.line - 1] = f"{code.rstrip()}  # {note}" + (f" · {comment.strip()}" if sep else "")
     return "\n".join(lines) + "\n", found

@@ -2,7 +2,7 @@
 runs at once, written the way CleanRL writes an algorithm (autograd through the network,
 torch.optim.Adam, no batching over runs). The tests check that its history equals the engine's.
 
-    result = train(build_seq_upstream(), SeqGRPOConfig())    # a RunResult, as train_seq gives
+    result = train(build_seq_upstream(), SeqGRPOConfig())  # a RunResult, as train_seq gives
 
 Shapes: C contexts, N responses per context (all enumerated), L the maximum length, V = A + 1
 tokens (A content tokens and the end token), P prompts, G responses per prompt, S = P G samples.
@@ -34,7 +34,7 @@ def next_token_logp(policy, task, ctx, tokens):
 
 
 def at_tokens(logp, tokens):
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)                # (B, L) log pi(y_t | ...)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, L) log pi(y_t | ...)
 
 
 def kl_per_token(logp, ref_logp, tokens, cfg):
@@ -63,7 +63,7 @@ def rollout(gen, cfg, task, policy, ref_policy, reward, seq_logp):
             c = picks[0, p, k].expand(cfg.group_size)
             y = sample_responses(seq_logp.exp().unsqueeze(0), c.unsqueeze(0), u[0, p, k].unsqueeze(0))[0]
             r = reward[c, y]
-            if cfg.kl_placement == "reward" and cfg.kl_coef > 0:               # r - beta sum_t kl_t
+            if cfg.kl_placement == "reward" and cfg.kl_coef > 0:  # r - beta sum_t kl_t
                 tokens = task.responses.tokens[y]
                 kl = kl_per_token(next_token_logp(policy, task, c, tokens), next_token_logp(ref_policy, task, c, tokens),
                                   tokens, cfg)
@@ -72,43 +72,43 @@ def rollout(gen, cfg, task, policy, ref_policy, reward, seq_logp):
             if r.max() > r.min():
                 break
         ctx.append(c), resp.append(y), rewards.append(r)
-    return torch.cat(ctx), torch.cat(resp), torch.stack(rewards), generated    # (S,), (S,), (P, G), int
+    return torch.cat(ctx), torch.cat(resp), torch.stack(rewards), generated  # (S,), (S,), (P, G), int
 
 
 def sequence_loss(policy, ref_policy, task, ctx, y, old_logp, adv, mask, n_seq, batch_tokens, cfg):
     """The per-token loss l (S, L) aggregated over the step's tokens mask (S, L) as TRL's loss_type
     (verl's loss_agg_mode) says, and the tokens the clip (or CISPO's cap) bounded."""
     tokens, big_l = task.responses.tokens[y], task.config.max_length
-    logp = next_token_logp(policy, task, ctx, tokens)                          # (S, L, V)
+    logp = next_token_logp(policy, task, ctx, tokens)  # (S, L, V)
     new_logp = at_tokens(logp, tokens)
     log_ratio = (new_logp - old_logp) * mask
-    if cfg.importance_sampling_level == "sequence":                            # GSPO: one ratio per response
+    if cfg.importance_sampling_level == "sequence":  # GSPO: one ratio per response
         log_ratio = (log_ratio.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp_min(1)).expand_as(mask)
     w, a = torch.exp(log_ratio), adv.unsqueeze(-1)
     lo, hi = 1 - cfg.clip_eps, 1 + (cfg.clip_eps_high or cfg.clip_eps)
-    if cfg.loss_type == "cispo":                                               # a capped, stop-gradient weight
+    if cfg.loss_type == "cispo":  # a capped, stop-gradient weight
         loss, clipped = -torch.clamp(w, max=cfg.cispo_cap).detach() * a * new_logp, w > cfg.cispo_cap
     else:
         loss = -torch.minimum(w * a, torch.clamp(w, lo, hi) * a)
         clipped = ((w < lo) & (a < 0)) | ((w > hi) & (a > 0))
-        if cfg.dual_clip > 0:                                                  # a negative A's loss <= -c A
+        if cfg.dual_clip > 0:  # a negative A's loss <= -c A
             loss = torch.where(a < 0, torch.minimum(loss, -cfg.dual_clip * a), loss)
     if cfg.kl_placement == "loss" and cfg.kl_coef > 0:
         loss = loss + cfg.kl_coef * kl_per_token(logp, next_token_logp(ref_policy, task, ctx, tokens), tokens, cfg)
     if cfg.entropy_coef > 0:
-        loss = loss + cfg.entropy_coef * (logp.exp() * logp).sum(-1)           # - c_H H_t
-    token_sum, b = (loss * mask).sum(), max(n_seq, 1)                          # b: responses B in the step
-    if cfg.loss_type in ("grpo", "seq-mean-token-mean"):                       # token mean per response, then mean
+        loss = loss + cfg.entropy_coef * (logp.exp() * logp).sum(-1)  # - c_H H_t
+    token_sum, b = (loss * mask).sum(), max(n_seq, 1)  # b: responses B in the step
+    if cfg.loss_type in ("grpo", "seq-mean-token-mean"):  # token mean per response, then mean
         total = ((loss * mask).sum(-1) / mask.sum(-1).clamp_min(1)).sum() / b
-    elif cfg.loss_type in ("bnpo", "token-mean"):                              # over the minibatch's tokens
+    elif cfg.loss_type in ("bnpo", "token-mean"):  # over the minibatch's tokens
         total = token_sum / mask.sum().clamp_min(1)
-    elif cfg.loss_type == "dr_grpo":                                           # over B x max_completion_length
+    elif cfg.loss_type == "dr_grpo":  # over B x max_completion_length
         total = token_sum / (b * big_l)
-    elif cfg.loss_type in ("dapo", "cispo"):                                   # over the whole batch's tokens
+    elif cfg.loss_type in ("dapo", "cispo"):  # over the whole batch's tokens
         total = token_sum / batch_tokens.clamp_min(1)
-    elif cfg.loss_type in ("luspo", "seq-mean-token-sum"):                     # |y| x sequence loss, mean
+    elif cfg.loss_type in ("luspo", "seq-mean-token-sum"):  # |y| x sequence loss, mean
         total = token_sum / b
-    else:                                                                      # seq-mean-token-sum-norm: / L
+    else:  # seq-mean-token-sum-norm: / L
         total = token_sum / big_l
     return total, clipped & (mask > 0)
 
@@ -117,26 +117,26 @@ def train(up, cfg: SeqGRPOConfig) -> RunResult:
     """One sequence GRPO run of cfg from the SFT policy of up (a sequence.upstream.SeqUpstream)."""
     task, net, responses = up.task, up.sft.net, up.task.responses
     policy = nn.Sequential(nn.Linear(net.n_features, net.hidden_dim), nn.ReLU(), nn.Linear(net.hidden_dim, net.vocab))
-    policy.load_state_dict(net.state_dict(up.sft.theta))                       # start from SFT
-    ref_policy = copy.deepcopy(policy).requires_grad_(False)                   # the frozen reference
+    policy.load_state_dict(net.state_dict(up.sft.theta))  # start from SFT
+    ref_policy = copy.deepcopy(policy).requires_grad_(False)  # the frozen reference
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-    reward = reward_tables(up, [cfg])[0]                                       # (C, N), overlong penalty in
+    reward = reward_tables(up, [cfg])[0]  # (C, N), overlong penalty in
     rm = up.rm.scores if up.rm is not None else None
     with torch.no_grad():
-        seq_logp = all_responses_logp(policy, task)                            # pi_old (C, N)
+        seq_logp = all_responses_logp(policy, task)  # pi_old (C, N)
     gen, exact, records, status = generator(cfg.seed), [sequence_metrics(seq_logp, task, up.sft.seq_logp, rm)], [], ""
     for it in range(cfg.iterations):
         if cfg.ref_reset_every and it and it % cfg.ref_reset_every == 0:
-            ref_policy.load_state_dict(policy.state_dict())                    # TRL sync_ref_model
+            ref_policy.load_state_dict(policy.state_dict())  # TRL sync_ref_model
         with torch.no_grad():
             ctx, y, r, generated = rollout(gen, cfg, task, policy, ref_policy, reward, seq_logp)
             tokens = responses.tokens[y]
-            old_logp = at_tokens(next_token_logp(policy, task, ctx, tokens), tokens)   # (S, L)
-        adv = group_advantages(r, cfg).flatten()                               # (S,)
+            old_logp = at_tokens(next_token_logp(policy, task, ctx, tokens), tokens)  # (S, L)
+        adv = group_advantages(r, cfg).flatten()  # (S,)
         mask = (responses.mask[y] & ~(cfg.mask_truncated & responses.truncated[y]).unsqueeze(-1)).to(old_logp.dtype)
         minibatch = (torch.arange(cfg.prompts) * cfg.minibatches // cfg.prompts).repeat_interleave(cfg.group_size)
         before, steps = {k: t.clone() for k, t in policy.state_dict().items()}, []
-        for step in range(cfg.epochs * cfg.minibatches):                       # epochs x minibatches
+        for step in range(cfg.epochs * cfg.minibatches):  # epochs x minibatches
             rows = minibatch == step % cfg.minibatches
             step_mask, n_seq = mask * rows.unsqueeze(-1), int(rows.sum())
             loss, hit = sequence_loss(policy, ref_policy, task, ctx, y, old_logp, adv, step_mask, n_seq, mask.sum(), cfg)
@@ -151,10 +151,10 @@ def train(up, cfg: SeqGRPOConfig) -> RunResult:
                                       loss.detach(), grad.norm()]))
             optimizer.step()
         with torch.no_grad():
-            seq_logp = all_responses_logp(policy, task)                        # the new policy
-        metrics = sequence_metrics(seq_logp, task, up.sft.seq_logp, rm)       # exact, not sampled
+            seq_logp = all_responses_logp(policy, task)  # the new policy
+        metrics = sequence_metrics(seq_logp, task, up.sft.seq_logp, rm)  # exact, not sampled
         if not (torch.isfinite(metrics["kl_ref"]) and torch.isfinite(metrics["entropy"])):
-            policy.load_state_dict(before)                                     # keep the last finite policy
+            policy.load_state_dict(before)  # keep the last finite policy
             status = "diverged"
             break
         clip_token, clip_seq, policy_loss, grad_norm = torch.stack(steps).mean(0)
@@ -162,7 +162,7 @@ def train(up, cfg: SeqGRPOConfig) -> RunResult:
         records.append([generated, r.mean(), responses.length[y].to(r.dtype).mean(),
                         (r.amax(1) == r.amin(1)).to(r.dtype).mean(), clip_token, clip_seq, cosine, policy_loss, grad_norm])
     with torch.no_grad():
-        final_logp = all_responses_logp(policy, task)                          # (C, N): the last finite policy
+        final_logp = all_responses_logp(policy, task)  # (C, N): the last finite policy
     per = sequence_metrics(final_logp, task, up.sft.seq_logp, rm, per_context=True)
     return result_from_records(cfg, HISTORY, exact, records, {"context": range(task.n_contexts), "answer": task.answer,
                                                               **per}, final_logp, policy.state_dict(), status)
