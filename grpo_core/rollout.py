@@ -72,65 +72,79 @@ class RewardKL:
         return torch.where(self.members, rewards - self.beta * k_value, rewards)
 
 
+class _Scorer:
+    """Draws tokens from the policy's (E, C, V) table and scores them, for a block of tries."""
+
+    def __init__(self, layout: BatchLayout, reward_kl: RewardKL, logp, probs, ref_logp, rewards_cv):
+        self.layout, self.reward_kl, self.probs, self.rewards_cv = layout, reward_kl, probs, rewards_cv
+        self.n_mem, self.vocab = logp.shape[0], logp.shape[-1]
+        if reward_kl.any:
+            log_ratio = (logp - ref_logp).flatten(-2)
+            self.log_ratio = log_ratio.expand(self.n_mem, -1) if log_ratio.dim() == 1 else log_ratio
+            if reward_kl.exact:
+                self.kl_ctx = (probs * (logp - ref_logp)).sum(-1)                # (E, C)
+
+    def tokens(self, ctx, u_k):
+        """Tokens (R, P, G) for contexts ctx and uniforms u_k (R, P, G), rows R = k E (try-major).
+        A slot's samples share its context, so each slot's distribution is gathered once,
+        (R, P, V); only the flat members' rows, whose samples each have their own context,
+        gather per sample, (F, S, V)."""
+        probs, n_mem, vocab = self.probs, self.n_mem, self.vocab
+        cond = (probs if ctx.shape[0] == n_mem else probs.repeat(ctx.shape[0] // n_mem, 1, 1))
+        tokens = sample_categorical(cond.gather(1, ctx[..., 0].unsqueeze(-1).expand(-1, -1, vocab)), u_k)
+        if self.layout.any_flat:  # rows f: the block's first try (a flat member has one try: k = 0)
+            f = self.layout.flat_rows
+            ctx_f = ctx[f].flatten(1)                                       # (F, S)
+            rows = probs[f].gather(1, ctx_f.unsqueeze(-1).expand(-1, -1, vocab))
+            tokens[f] = sample_categorical(rows, u_k[f].flatten(1).unsqueeze(-1)).view_as(ctx[f])
+        return tokens
+
+    def rewards(self, index, sample_ctx):
+        """Rewards (E, S') at flat indices index (E, S') of samples at contexts sample_ctx (E, S'),
+        with the KL placed in the reward subtracted (exact: KL_c of each sample's context)."""
+        rewards = self.rewards_cv.gather(1, index)
+        if not self.reward_kl.any:
+            return rewards
+        return self.reward_kl.penalize(rewards, self.log_ratio, index, lambda: self.kl_ctx.gather(1, sample_ctx()))
+
+    def one_try(self, contexts, u):
+        """contexts, u (E, P, G) -> index (E, S), rewards (E, P, G)."""
+        ctx = contexts.flatten(1)                                            # (E, S)
+        index = ctx * self.vocab + self.tokens(contexts, u).flatten(1)       # (E, S)
+        return index, self.rewards(index, lambda: ctx).view_as(contexts)
+
+    def tries(self, slot_ctx, u_k):
+        """Index and rewards (k, E, P, G) of a block of tries slot_ctx, u_k (k, E, P, G)."""
+        kb, n_mem, shape = slot_ctx.shape[0], self.n_mem, slot_ctx.shape
+        tokens = self.tokens(slot_ctx.flatten(0, 1), u_k.flatten(0, 1))      # (k E, P, G)
+        index = (slot_ctx.flatten(0, 1) * self.vocab + tokens).view(kb, n_mem, -1)
+        by_member = index.transpose(0, 1).flatten(1)                         # (E, k S)
+        rewards = self.rewards(by_member, lambda: slot_ctx.transpose(0, 1).flatten(1))
+        return index.view(shape), rewards.view(n_mem, kb, -1).transpose(0, 1).reshape(shape)
+
+
 def sample_groups(layout: BatchLayout, schedule: Schedule, reward_kl: RewardKL, *, logp, rewards_cv,
                   ref_logp, contexts, u, probs=None):
     """Draw each member's groups from the policy and score them.
 
     logp (E, C, V); rewards_cv (E, C V); contexts and u (K, E, P, G) the members' draws for K
     tries per slot (each sample's context, and its uniform). With dynamic sampling (K > 1), a
-    slot takes its first try whose rewards are not all equal, or its last allowed try; tries are
-    scored in blocks of at most TRY_BYTES, and only until every slot has chosen. With the KL
-    placed in the reward, r <- r - beta * k(v) (exact: KL_c). probs: logp.exp(), if computed.
+    slot takes its first try whose rewards are not all equal, or its last allowed try. With the
+    KL placed in the reward, r <- r - beta * k(v) (exact: KL_c). probs: logp.exp(), if computed.
     Returns contexts (E, P, G), index (E, S) flat c V + v, rewards (E, P, G), generated (E,).
     """
-    n_mem, vocab = logp.shape[0], logp.shape[-1]
-    k_max, p_max, g_max = u.shape[0], u.shape[2], u.shape[3]
-    if probs is None:
-        probs = logp.exp()
-    if reward_kl.any:
-        log_ratio = (logp - ref_logp).flatten(-2)
-        if log_ratio.dim() == 1:
-            log_ratio = log_ratio.expand(n_mem, -1)
-        if reward_kl.exact:
-            kl_ctx = (probs * (logp - ref_logp)).sum(-1)                    # (E, C)
+    scorer = _Scorer(layout, reward_kl, logp, logp.exp() if probs is None else probs, ref_logp, rewards_cv)
+    if u.shape[0] == 1:  # one try per slot (no dynamic sampling): no try dimension at all
+        index, rewards = scorer.one_try(contexts[0], u[0])
+        return contexts[0], index, rewards, layout.n_samples_float
+    return _dynamic_sampling(scorer, layout, schedule, contexts, u)
 
-    def draw_tokens(ctx, u_k):
-        """Tokens (R, P, G) for contexts ctx and uniforms u_k (R, P, G), rows R = k E (try-major).
-        A slot's samples share its context, so each slot's distribution is gathered once,
-        (R, P, V); only the flat members' rows, whose samples each have their own context,
-        gather per sample, (F, S, V)."""
-        cond = (probs if ctx.shape[0] == n_mem else probs.repeat(ctx.shape[0] // n_mem, 1, 1))
-        tokens = sample_categorical(cond.gather(1, ctx[..., 0].unsqueeze(-1).expand(-1, -1, vocab)), u_k)
-        if layout.any_flat:  # rows f: the block's first try (a flat member has one try: k = 0)
-            f = layout.flat_rows
-            ctx_f = ctx[f].flatten(1)                                       # (F, S)
-            rows = probs[f].gather(1, ctx_f.unsqueeze(-1).expand(-1, -1, vocab))
-            tokens[f] = sample_categorical(rows, u_k[f].flatten(1).unsqueeze(-1)).view_as(ctx[f])
-        return tokens
 
-    def score(slot_ctx, u_k):
-        """Contexts, index and rewards (k, E, P, G) of a block of tries (k, E, P, G)."""
-        kb = slot_ctx.shape[0]
-        tokens = draw_tokens(slot_ctx.flatten(0, 1), u_k.flatten(0, 1))      # (k E, P, G)
-        index = (slot_ctx.flatten(0, 1) * vocab + tokens).view(kb, n_mem, p_max * g_max)
-        by_member = index.transpose(0, 1).flatten(1)                         # (E, k S)
-        rewards = rewards_cv.gather(1, by_member)
-        if reward_kl.any:
-            rewards = reward_kl.penalize(rewards, log_ratio, by_member, lambda: kl_ctx.gather(
-                1, slot_ctx.transpose(0, 1).flatten(1)))
-        rewards = rewards.view(n_mem, kb, -1).transpose(0, 1)
-        return index.view(kb, n_mem, p_max, g_max), rewards.reshape(kb, n_mem, p_max, g_max)
-
-    if k_max == 1:  # one try per slot (no dynamic sampling): no try dimension at all
-        ctx = contexts[0].flatten(1)                                        # (E, S)
-        index = ctx * vocab + draw_tokens(contexts[0], u[0]).flatten(1)     # (E, S)
-        rewards = rewards_cv.gather(1, index)
-        if reward_kl.any:
-            rewards = reward_kl.penalize(rewards, log_ratio, index, lambda: kl_ctx.gather(1, ctx))
-        return contexts[0], index, rewards.view(n_mem, p_max, g_max), layout.n_samples_float
-
-    # Tries are scored a block at a time (the block sized by bytes), and only until every slot
-    # has chosen, so the temporaries stay bounded whatever K.
+def _dynamic_sampling(scorer: _Scorer, layout: BatchLayout, schedule: Schedule, contexts, u):
+    """DAPO: each slot's first try with signal (sampling.informative_try), or its last allowed
+    one. Tries are scored a block at a time (the block sized by bytes), and only until every slot
+    has chosen, so the temporaries stay bounded whatever K."""
+    k_max, n_mem, p_max, g_max = u.shape[:4]
     block = max(1, min(k_max, TRY_BYTES // (n_mem * p_max * g_max * 8)))
     last = (schedule.tries - 1).view(-1, 1)                                 # (E, 1)
     done = ~layout.valid_p                                                  # slots with no samples
@@ -139,9 +153,8 @@ def sample_groups(layout: BatchLayout, schedule: Schedule, reward_kl: RewardKL, 
     out_index = torch.zeros(n_mem, p_max, g_max, dtype=torch.long)
     out_rewards = torch.zeros(n_mem, p_max, g_max)
     for k0 in range(0, k_max, block):
-        k1 = min(k0 + block, k_max)
-        slot_ctx = contexts[k0:k1]
-        index, rewards = score(slot_ctx, u[k0:k1])
+        slot_ctx = contexts[k0:k0 + block]
+        index, rewards = scorer.tries(slot_ctx, u[k0:k0 + block])
         first, found = informative_try(rewards, layout.valid, k0, last)
         take = (~done & found).unsqueeze(-1)
         pick = lambda t: t.gather(0, first.view(1, n_mem, p_max, 1).expand(1, *t.shape[1:])).squeeze(0)
