@@ -21,9 +21,10 @@ $(VENV)/.installed-req: requirements.txt | $(PY)
 	$(PIP_INSTALL) -r requirements.txt
 	touch $@
 
-# The tests also cover the optional Ray backend of `grid`, so they install requirements-ray.txt too.
-$(VENV)/.installed-test: requirements-test.txt requirements.txt requirements-ray.txt | $(PY)
-	$(PIP_INSTALL) -r requirements-test.txt -r requirements-ray.txt
+# The tests also cover the optional Ray backend of `grid` (requirements-ray.txt) and check the TRL
+# export against TRL itself (requirements-trl.txt), so they install both.
+$(VENV)/.installed-test: requirements-test.txt requirements.txt requirements-ray.txt requirements-trl.txt | $(PY)
+	$(PIP_INSTALL) -r requirements-test.txt -r requirements-ray.txt -r requirements-trl.txt
 	touch $@
 
 ## run: start the app on http://localhost:8501

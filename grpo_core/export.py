@@ -8,17 +8,16 @@ TRL counts optimizer steps, not iterations: one of our iterations samples prompt
 importance_sampling_level, truncation masking and max_completion_length. Knobs with no exact TRL
 equivalent are listed, not silently dropped.
 
-Checked against TRL's trl/trainer/grpo_config.py (GRPOConfig fields: loss_type one of grpo,
-dr_grpo, dapo, bnpo, cispo, sapo, luspo; importance_sampling_level; mask_truncated_completions;
-max_completion_length; epsilon, epsilon_high, delta; beta; num_iterations; num_generations;
-steps_per_generation; scale_rewards; sync_ref_model; no entropy bonus), GRPOTrainer._compute_loss
-(cispo caps the ratio at epsilon_high; luspo needs importance_sampling_level='sequence') and
-trl/rewards (get_soft_overlong_punishment), 2026.
+Checked by TRL 1.16 itself (tests/core/test_trl.py, with requirements-trl.txt): trl.GRPOConfig
+accepts every exported config and reads each field back, and GRPOTrainer._compute_loss gives the
+sequence engine's loss and gradient on the same batch. TRL's defaults the explorer does not
+share are exported explicitly (bf16, use_bias_correction_kl, the scheduler, gradient clipping).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .advantages import METHOD_ESTIMATORS
 from .config import GRPOConfig, PolicyOptimizationConfig
 from .sequence.config import SeqGRPOConfig, SeqTaskConfig
 
@@ -31,7 +30,16 @@ TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo")
 SEQ_LOSS_TYPES_TO_TRL = {
     "grpo": "grpo", "bnpo": "bnpo", "dr_grpo": "dr_grpo", "dapo": "dapo", "luspo": "luspo",
     "cispo": "cispo", "seq-mean-token-mean": "grpo", "token-mean": "bnpo",
-    "seq-mean-token-sum": None, "seq-mean-token-sum-norm": None}
+    "seq-mean-token-sum": "luspo", "seq-mean-token-sum-norm": None}
+# TRL's loss types whose entropy bonus is ours: TRL always takes the token mean of the entropy
+# over the step's tokens, the explorer aggregates it like the loss (dapo / cispo: over the batch's
+# tokens per minibatch, the same when there is one minibatch).
+ENTROPY_EXACT = ("bnpo",)
+# Methods the GRPO trainer trains here that TRL's GRPOTrainer cannot (one response per prompt,
+# or a baseline from outside the group), and where TRL or verl has them.
+METHOD_TRAINERS = {"critic": "PPO: TRL's PPOTrainer (trl.experimental.ppo) or verl adv_estimator=gae",
+                   "reinforce_pp": "REINFORCE++: verl adv_estimator=reinforce_plus_plus",
+                   "remax": "ReMax: verl adv_estimator=remax"}
 
 
 @dataclass(frozen=True)
@@ -40,11 +48,12 @@ class TRLExport:
 
     kwargs: dict
     unmapped: dict[str, str]
+    why: dict = field(default_factory=dict)     # argument -> why it is exported (a TRL default differs)
 
     def snippet(self) -> str:
         """Copyable Python: `GRPOConfig(...)` with a comment per knob TRL lacks."""
         lines = ["from trl import GRPOConfig", "", "config = GRPOConfig("]
-        lines += [f"    {k}={v!r}," for k, v in self.kwargs.items()]
+        lines += [f"    {k}={v!r},{f'  # {self.why[k]}' if k in self.why else ''}" for k, v in self.kwargs.items()]
         lines.append(")")
         if self.unmapped:
             lines += ["", "# Settings of this run with no exact TRL GRPOConfig equivalent:"]
@@ -69,6 +78,10 @@ def to_trl(cfg: PolicyOptimizationConfig, task: SeqTaskConfig | None = None) -> 
         return _seq_to_trl(cfg, task)
     if not isinstance(cfg, GRPOConfig):
         raise TypeError(f"no TRL export for {type(cfg).__name__}")
+    if cfg.advantage_estimator in METHOD_ESTIMATORS:
+        raise ValueError(f"no TRL GRPOConfig trains {type(cfg).__name__}: TRL's GRPOTrainer needs a group of at "
+                         "least 2 responses per prompt and takes its baseline from the group; for "
+                         f"{METHOD_TRAINERS[cfg.advantage_estimator]}")
     # One-token responses: with max_completion_length 1, every TRL loss_type averages exactly as
     # here (dr_grpo divides by max_completion_length; see losses.aggregation_weights).
     kw, unmapped = _shared(cfg, max_completion_length=1)
@@ -76,7 +89,14 @@ def to_trl(cfg: PolicyOptimizationConfig, task: SeqTaskConfig | None = None) -> 
         # bnpo averages over the minibatch's tokens, as here; TRL's default dapo would divide by
         # the whole generation batch's tokens (a factor 1/minibatches).
         kw["loss_type"] = "dr_grpo" if cfg.advantage_estimator == "dr_grpo" else "bnpo"
-    return TRLExport(kw, unmapped)
+    return TRLExport(kw, unmapped, dict(WHY))
+
+
+# The TRL defaults this explorer does not share, exported explicitly (argument -> why).
+WHY = {"bf16": "the explorer trains in float32; TRL's default is bf16 mixed precision where the hardware has it",
+       "use_bias_correction_kl": "k3 as is, as the explorer trains it; TRL's default multiplies it by the ratio",
+       "lr_scheduler_type": "a constant learning rate, as here (TRL's default decays it linearly to 0)",
+       "max_grad_norm": "no gradient clipping, as here (TRL's default clips at norm 1.0)"}
 
 
 def _shared(cfg: PolicyOptimizationConfig, max_completion_length: int) -> tuple[dict, dict[str, str]]:
@@ -109,7 +129,9 @@ def _shared(cfg: PolicyOptimizationConfig, max_completion_length: int) -> tuple[
         # this explorer's Adam does neither.
         "lr_scheduler_type": "constant",
         "max_grad_norm": 0.0,
+        "bf16": False,
         "beta": cfg.kl_coef,
+        "use_bias_correction_kl": False,
         "epsilon": cfg.clip_eps,
         "max_completion_length": max_completion_length,
         "seed": cfg.seed,
@@ -139,9 +161,7 @@ def _shared(cfg: PolicyOptimizationConfig, max_completion_length: int) -> tuple[
     if cfg.kl_coef > 0 and cfg.kl_placement == "reward":
         unmapped["kl_placement"] = "'reward': TRL's GRPO puts the KL in the loss (PPOTrainer puts it in the reward)"
     if cfg.entropy_coef:
-        unmapped["entropy_coef"] = (
-            "TRL's GRPOTrainer has no entropy bonus (its top_entropy_quantile keeps only "
-            "high-entropy tokens in the loss, a different thing; verl: actor entropy_coeff)")
+        kw["entropy_coef"] = cfg.entropy_coef
     if cfg.ref_reset_every:
         if cfg.kl_coef > 0:
             kw.update(sync_ref_model=True, ref_model_mixup_alpha=1.0,
@@ -161,23 +181,22 @@ def _seq_to_trl(cfg: SeqGRPOConfig, task: SeqTaskConfig) -> TRLExport:
     big_l = task.max_length
     kw, unmapped = _shared(cfg, max_completion_length=big_l)
     trl_loss = SEQ_LOSS_TYPES_TO_TRL[cfg.loss_type]
-    sequence_level = cfg.importance_sampling_level == "sequence"
-    if trl_loss is None and cfg.loss_type == "seq-mean-token-sum" and sequence_level and cfg.kl_coef == 0:
-        # One ratio per response: 1/B sum_s |y_s| l_s, which is TRL's luspo when no KL is added.
-        trl_loss = "luspo"
     if trl_loss is None:
         b = kw["per_device_train_batch_size"]
-        factor = {"seq-mean-token-sum": f"L = {big_l}", "seq-mean-token-sum-norm": f"B = {b}"}[cfg.loss_type]
         unmapped["loss_type"] = (
             f"TRL has no loss_type {cfg.loss_type!r} (verl's loss_agg_mode): exported as the closest, "
-            f"dr_grpo (token sum / (B L)), which is this loss divided by the constant {factor}, so "
+            f"dr_grpo (token sum / (B L)), which is this loss divided by the constant B = {b}, so "
             "Adam takes the same steps up to its epsilon")
         trl_loss = "dr_grpo"
-    if cfg.loss_type == "luspo" and cfg.kl_coef > 0:
-        unmapped["loss_type"] = (
-            "luspo with beta > 0 is not exact: TRL's luspo adds the per-token KL to the sequence "
-            "loss before scaling by |y| and averages over every position, padding included; here "
-            "the KL is masked to the response's tokens")
+    if trl_loss == "luspo" and cfg.importance_sampling_level != "sequence":
+        unmapped["importance_sampling_level"] = (
+            "'token' with luspo (verl's seq-mean-token-sum: 1/B sum_s sum_t l): TRL computes exactly this "
+            "but warns that luspo is meant for importance_sampling_level='sequence'")
+    if cfg.entropy_coef and trl_loss not in ENTROPY_EXACT and not (trl_loss in ("dapo", "cispo") and
+                                                                    kw["steps_per_generation"] == 1):
+        unmapped["entropy_coef"] = (
+            f"exported, but not exact with loss_type {trl_loss}: TRL adds the token mean of the entropy over "
+            "the step's tokens, the explorer aggregates the per-token entropy like the loss")
     kw["loss_type"] = trl_loss
     kw["importance_sampling_level"] = cfg.importance_sampling_level
     kw["mask_truncated_completions"] = cfg.mask_truncated
@@ -194,4 +213,4 @@ def _seq_to_trl(cfg: SeqGRPOConfig, task: SeqTaskConfig) -> TRLExport:
             "TRL's GRPOConfig has no overlong buffer: DAPO's soft overlong punishment is a reward "
             f"function there, trl.rewards.get_soft_overlong_punishment(max_completion_len={big_l}, "
             f"soft_punish_cache={cfg.overlong_buffer}), added to reward_funcs{weight}")
-    return TRLExport(kw, unmapped)
+    return TRLExport(kw, unmapped, dict(WHY))

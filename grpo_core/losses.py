@@ -89,7 +89,7 @@ class LossTerms:
 
     @classmethod
     def from_configs(cls, configs: Sequence[GRPOConfig]) -> "LossTerms":
-        col = lambda values, dtype=torch.float32: torch.tensor(values, dtype=dtype).view(-1, 1)
+        col = lambda values, dtype=None: torch.tensor(values, dtype=dtype or torch.get_default_dtype()).view(-1, 1)
         in_loss = [c.kl_placement == "loss" for c in configs]
         exact = [c.kl_estimator == "exact" for c in configs]
         return cls(

@@ -41,6 +41,7 @@ runs = {seq.run_label(configs): [r.history for r in results]}
 charts.show_grid(seq.curve_charts(runs, ref, show_runs, seq.curve_columns(configs)))
 with st.expander("Batch diagnostics: clipping, gradient direction, zero-signal groups"):
     charts.show_grid(seq.curve_charts(runs, ref, show_runs, seq.BATCH_CURVES))
+    st.caption(seq.CLIP_NOTE)
 
 st.header("What the policy writes")
 seeds = [r.config.seed for r in results]

@@ -49,12 +49,13 @@ st.header(f"Training with {epochs} epoch{'s' if epochs > 1 else ''} per batch")
 charts.show_grid([
     *seq.curve_charts(runs, ref, False, (("reward", "P(correct), exact", "reward"),
                                          ("entropy", "Entropy of the response distribution, exact", "nats"))),
-    charts.band_chart(runs, "clip_frac_token", "Clipped tokens (CISPO: capped weights)", y_title="fraction"),
+    charts.band_chart(runs, "clip_frac_token", "Clipped tokens (CISPO: capped weights, either sign)", y_title="fraction"),
     charts.band_chart(runs, "clip_frac_seq", "Responses with a clipped token", y_title="fraction"),
     charts.band_chart(runs, "grad_cosine", "cos(batch gradient, exact gradient of the expected reward)",
                       y_title="cosine"),
     charts.band_chart(runs, "grad_norm", "Gradient norm (mean over the iteration's steps)", y_title="‖g‖"),
 ])
+st.caption(seq.CLIP_NOTE)
 summary = pd.DataFrame([{
     "method": name, "P(correct) final": pd.Series([h.reward.iloc[-1] for h in hs]).mean(),
     "entropy final": pd.Series([h.entropy.iloc[-1] for h in hs]).mean(),

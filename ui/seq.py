@@ -193,6 +193,9 @@ CURVES = (("reward", "Expected reward (P(correct)), exact", "reward"),
           ("p_truncated", "P(truncated at L), exact", "probability"),
           ("entropy", "Entropy of the response distribution, exact", "nats per response"),
           ("kl_ref", "KL(policy ‖ SFT) over whole responses, exact", "nats per response"))
+CLIP_NOTE = ("A token counts as clipped when the clip stopped its ratio: above 1 + ε with A > 0 or below 1 − ε "
+             "with A < 0 (TRL's clip_ratio/region_mean). With loss_type cispo, when the cap bounded its "
+             "weight, whatever the advantage's sign; TRL's cispo_clip_ratio counts A > 0 only.")
 BATCH_CURVES = (("clip_frac_token", "Clipped tokens (fraction of the batch's tokens)", "fraction"),
                 ("clip_frac_seq", "Responses with a clipped token", "fraction"),
                 ("grad_cosine", "cos(batch gradient, exact gradient)", "cosine"),

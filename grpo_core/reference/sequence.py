@@ -104,7 +104,7 @@ def sequence_loss(policy, ref_policy, task, ctx, y, old_logp, adv, mask, n_seq, 
         total = token_sum / mask.sum().clamp_min(1)
     elif cfg.loss_type == "dr_grpo":  # over B x max_completion_length
         total = token_sum / (b * big_l)
-    elif cfg.loss_type in ("dapo", "cispo"):  # over the whole batch's tokens
+    elif cfg.loss_type in ("dapo", "cispo"):  # over the batch's tokens per minibatch (TRL 1.16)
         total = token_sum / batch_tokens.clamp_min(1)
     elif cfg.loss_type in ("luspo", "seq-mean-token-sum"):  # |y| x sequence loss, mean
         total = token_sum / b
@@ -139,7 +139,8 @@ def train(up, cfg: SeqGRPOConfig) -> RunResult:
         for step in range(cfg.epochs * cfg.minibatches):  # epochs x minibatches
             rows = minibatch == step % cfg.minibatches
             step_mask, n_seq = mask * rows.unsqueeze(-1), int(rows.sum())
-            loss, hit = sequence_loss(policy, ref_policy, task, ctx, y, old_logp, adv, step_mask, n_seq, mask.sum(), cfg)
+            loss, hit = sequence_loss(policy, ref_policy, task, ctx, y, old_logp, adv, step_mask, n_seq,
+                                      mask.sum() / cfg.minibatches, cfg)
             optimizer.zero_grad()
             loss.backward()
             grad = torch.cat([p.grad.flatten() for p in policy.parameters()])

@@ -16,14 +16,17 @@ Per-token loss (TRL, verl compute_policy_loss):
     + beta * kl_st  (k1, k2, k3 of the sampled token, or the exact KL of the next-token
                      distribution at the prefix)   - entropy_coef * H_st
 
-Aggregation, exactly as the trainers do it (TRL loss_type, verl agg_loss loss_agg_mode):
+Aggregation per optimizer step, as TRL 1.16's GRPOTrainer._compute_loss does it (checked against
+it, value and gradient, in tests/core/test_trl.py), with verl's loss_agg_mode names where verl
+has the same formula (agg_loss):
     grpo                     1/B sum_s (sum_t l m / max(|y_s|, 1))   = verl seq-mean-token-mean
-    bnpo                     sum l m / max(sum m, 1)  (over the minibatch)   = verl token-mean
+    bnpo                     sum l m / max(sum m, 1)  (over the step's tokens)   = verl token-mean
     dr_grpo                  sum l m / (B L)
-    dapo, cispo              sum l m / (tokens of the whole generation batch, all minibatches)
-    luspo                    1/B sum_s |y_s| l_s  (sequence ratios: = 1/B sum l m); TRL's own code
-                             averages a per-token KL over padded positions too, here it is masked
-    seq-mean-token-sum       1/B sum l m  (verl)
+    dapo, cispo              sum l m / (N / M): N the masked tokens of the whole generation batch,
+                             M its minibatches (TRL: num_items_in_batch / steps_per_generation, the
+                             mean tokens per minibatch; verl has no such mode: its token-mean is bnpo)
+    luspo                    1/B sum_s |y_s| l_s  (sequence ratios: = 1/B sum l m)
+    seq-mean-token-sum       1/B sum l m  (verl; = TRL's luspo, which warns at token level)
     seq-mean-token-sum-norm  sum l m / L  (verl: no division by B; Dr. GRPO up to the constant B)
 With one minibatch, bnpo and dapo coincide.
 
@@ -71,7 +74,7 @@ class SeqLossTerms:
 
     @classmethod
     def from_configs(cls, configs: Sequence[SeqGRPOConfig]) -> "SeqLossTerms":
-        col = lambda values, dtype=torch.float32: torch.tensor(values, dtype=dtype).view(-1, 1, 1)
+        col = lambda values, dtype=None: torch.tensor(values, dtype=dtype or torch.get_default_dtype()).view(-1, 1, 1)
         return cls(
             agg=col([AGGREGATIONS[c.loss_type] for c in configs], torch.long),
             sequence=col([c.importance_sampling_level == "sequence" for c in configs], torch.bool),
@@ -149,15 +152,15 @@ def per_token_loss(new_logp, old_logp, ref_logp, adv, mask, terms: SeqLossTerms,
 def aggregate(loss: torch.Tensor, mask: torch.Tensor, agg: torch.Tensor, *, n_seq: torch.Tensor,
               batch_tokens: torch.Tensor, max_length: int) -> torch.Tensor:
     """loss, mask (E, S, L), agg (E, 1, 1) codes, n_seq (E,) responses B in this minibatch,
-    batch_tokens (E,) masked tokens of the whole generation batch -> (E,), by the formulas of the
-    module docstring."""
+    batch_tokens (E,) dapo's normalizer N / M (the whole generation batch's masked tokens over its
+    minibatches) -> (E,), by the formulas of the module docstring."""
     seq_sum = (loss * mask).sum(-1)                                         # (E, S)
     b = n_seq.clamp_min(1).to(loss.dtype)
     formulas = (
         lambda: (seq_sum / mask.sum(-1).clamp_min(1.0)).sum(-1) / b,       # 0 grpo
         lambda: seq_sum.sum(-1) / mask.sum((1, 2)).clamp_min(1.0),         # 1 bnpo
         lambda: seq_sum.sum(-1) / (b * max_length),                        # 2 dr_grpo
-        lambda: seq_sum.sum(-1) / batch_tokens.clamp_min(1.0),             # 3 dapo, cispo
+        lambda: seq_sum.sum(-1) / batch_tokens.clamp_min(1.0),             # 3 dapo, cispo: N / M
         lambda: seq_sum.sum(-1) / b,                                       # 4 luspo, seq-mean-token-sum
         lambda: seq_sum.sum(-1) / max_length)                              # 5 seq-mean-token-sum-norm
     codes = agg.view(-1)

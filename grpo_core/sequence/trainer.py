@@ -150,7 +150,8 @@ class SeqTrainer(ResumableTrainer):
         adv, zero_std = member_advantages(self.estimators, rewards.view(n_mem, layout.p_max, layout.g_max),
                                           layout.valid)
         adv = adv.flatten(1)
-        batch_tokens = token_mask.sum((1, 2))                                  # dapo's normalizer
+        # dapo's normalizer: the batch's tokens per minibatch (TRL 1.16: num_items / steps_per_generation)
+        batch_tokens = token_mask.sum((1, 2)) / layout.minibatches.squeeze(1)
         in_run = it < schedule.iterations
         step_sums = torch.zeros(n_mem, 4)      # clip_frac_token, clip_frac_seq, policy_loss, grad_norm
         for step in range(schedule.steps_max):

@@ -17,10 +17,11 @@ def test_cli_seq_export_trl_prints_the_settings_without_training(capsys):
     assert out["kwargs"]["loss_type"] == "bnpo" and out["kwargs"]["epsilon_high"] == 0.28
     assert out["kwargs"]["max_completion_length"] == 4 == out["task"]["max_length"]
     assert out["config"]["loss_type"] == "token-mean"
-    assert cli.main(["seq", "--loss-type", "seq-mean-token-sum", "--export-trl"]) == 0
+    assert cli.main(["seq", "--loss-type", "seq-mean-token-sum-norm", "--export-trl"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("from trl import GRPOConfig") and "loss_type='dr_grpo'" in text
-    assert "#   loss_type: TRL has no loss_type 'seq-mean-token-sum'" in text
+    assert "#   loss_type: TRL has no loss_type 'seq-mean-token-sum-norm'" in text
+    assert "bf16=False,  # the explorer trains in float32" in text
 
 
 def test_cli_grpo_export_trl_and_bad_input(capsys):

@@ -1,8 +1,14 @@
-"""The TRL export (export.py): only arguments TRL accepts, exact where it claims to be, a note for the rest."""
+"""The TRL export (export.py): only arguments TRL accepts, exact where it claims to be, a note for
+the rest. TRL 1.16 itself is the judge (requirements-trl.txt): its GRPOConfig's fields and checks."""
 from __future__ import annotations
+
+import dataclasses
+import tempfile
+import warnings
 
 import pytest
 import torch
+import trl
 from grpo_core import GRPOConfig, RLVRConfig
 from grpo_core.export import SEQ_LOSS_TYPES_TO_TRL, TRL_LOSS_TYPES, to_trl
 from grpo_core.sequence import LOSS_TYPES, SeqGRPOConfig, SeqTaskConfig
@@ -12,20 +18,14 @@ from tests.core.test_losses import constructed_batch, terms_of
 from grpo_core.losses import grpo_loss
 
 
-# The arguments of TRL's GRPOConfig (and the TrainingArguments it extends) the export may use,
-# read from trl/trainer/grpo_config.py (2026).
-TRL_ARGUMENTS = {
-    "num_generations", "per_device_train_batch_size", "steps_per_generation", "num_iterations",
-    "max_steps", "learning_rate", "lr_scheduler_type", "max_grad_norm", "beta", "epsilon",
-    "epsilon_high", "delta", "max_completion_length", "seed", "scale_rewards", "loss_type",
-    "importance_sampling_level", "mask_truncated_completions", "sync_ref_model",
-    "ref_model_mixup_alpha", "ref_model_sync_steps"}
+# The arguments of TRL's GRPOConfig (and the TrainingArguments it extends).
+TRL_ARGUMENTS = {f.name for f in dataclasses.fields(trl.GRPOConfig)}
 
 
 TASK = SeqTaskConfig(max_length=5)
 
 
-VERL_ONLY = {"seq-mean-token-sum", "seq-mean-token-sum-norm"}
+VERL_ONLY = {"seq-mean-token-sum-norm"}     # the verl mode TRL has no exact loss_type for
 
 
 def seq_cfg(loss_type: str, **changes) -> SeqGRPOConfig:
@@ -55,13 +55,13 @@ def test_each_loss_type_exports_a_trl_loss_type_and_says_when_it_is_not_exact(lo
         assert note.startswith(f"TRL has no loss_type {loss_type!r}") and kw["loss_type"] == "dr_grpo"
     else:
         assert kw["loss_type"] == SEQ_LOSS_TYPES_TO_TRL[loss_type] and "loss_type" not in export.unmapped
-    if kw["loss_type"] == "luspo":                   # TRL's luspo requires sequence-level ratios
-        assert kw["importance_sampling_level"] == "sequence"
+    if kw["loss_type"] == "luspo" and kw["importance_sampling_level"] == "token":   # TRL warns, computes it
+        assert "warns" in export.unmapped["importance_sampling_level"]
 
 
-def test_the_verl_only_aggregations_are_dr_grpo_times_a_constant():
-    """The notes' claim: seq-mean-token-sum = L x dr_grpo and seq-mean-token-sum-norm = B x dr_grpo,
-    on random per-token losses and masks of responses of every length."""
+def test_the_verl_only_aggregation_is_dr_grpo_times_a_constant():
+    """The note's claim: seq-mean-token-sum-norm = B x dr_grpo (and seq-mean-token-sum = L x
+    dr_grpo, which exports exactly as TRL's luspo), on random per-token losses and masks."""
     g = torch.Generator().manual_seed(0)
     e, s, big_l = 3, 12, 5
     loss = torch.randn(e, s, big_l, generator=g, dtype=torch.float64)
@@ -78,14 +78,16 @@ def test_the_verl_only_aggregations_are_dr_grpo_times_a_constant():
     assert "constant B = 12" in note
 
 
-def test_seq_mean_token_sum_with_sequence_ratios_and_no_kl_is_luspo():
-    exact = to_trl(SeqGRPOConfig(loss_type="seq-mean-token-sum", importance_sampling_level="sequence"), TASK)
-    assert exact.kwargs["loss_type"] == "luspo" and "loss_type" not in exact.unmapped
-    with_kl = to_trl(SeqGRPOConfig(loss_type="seq-mean-token-sum", importance_sampling_level="sequence",
-                                   kl_coef=0.1), TASK)
-    assert with_kl.kwargs["loss_type"] == "dr_grpo" and "TRL has no loss_type" in with_kl.unmapped["loss_type"]
+def test_seq_mean_token_sum_is_trls_luspo_at_either_ratio_level_and_with_a_kl():
+    """TRL 1.16's luspo is 1/B sum_s sum_t l m with the KL masked as here (checked against its own
+    loss in test_trl.py): exact for verl's seq-mean-token-sum; at token level TRL only warns."""
+    for level in ("token", "sequence"):
+        export = to_trl(SeqGRPOConfig(loss_type="seq-mean-token-sum", importance_sampling_level=level,
+                                      kl_coef=0.1), TASK)
+        assert export.kwargs["loss_type"] == "luspo" and "loss_type" not in export.unmapped
+        assert ("importance_sampling_level" in export.unmapped) == (level == "token")
     luspo_kl = to_trl(SeqGRPOConfig(loss_type="luspo", importance_sampling_level="sequence", kl_coef=0.1), TASK)
-    assert luspo_kl.kwargs["loss_type"] == "luspo" and "padding included" in luspo_kl.unmapped["loss_type"]
+    assert luspo_kl.kwargs["loss_type"] == "luspo" and not set(luspo_kl.unmapped) - {"reward"}
 
 
 def test_default_sequence_run_exports_its_own_settings():
@@ -115,7 +117,10 @@ def test_dapo_like_run_exports_clip_higher_overlong_filtering_and_notes_the_rest
     notes = export.unmapped
     assert "get_soft_overlong_punishment(max_completion_len=5, soft_punish_cache=2)" in notes["overlong_buffer"]
     assert "reward_weights giving it 0.5" in notes["overlong_buffer"]
-    assert "dynamic sampling" in notes["dynamic_sampling"] and "no entropy bonus" in notes["entropy_coef"]
+    assert "dynamic sampling" in notes["dynamic_sampling"]
+    assert kw["entropy_coef"] == 0.01 and "entropy_coef" not in notes      # dapo, one minibatch: exact
+    two = to_trl(cfg.replace(minibatches=2), TASK)
+    assert two.kwargs["entropy_coef"] == 0.01 and "token mean of the entropy" in two.unmapped["entropy_coef"]
 
 
 def test_cispo_cap_is_trl_epsilon_high_and_gspo_is_sequence_level():
@@ -152,13 +157,13 @@ def test_a_sequence_run_needs_its_task():
 
 
 def trl_rejects(kw: dict) -> str | None:
-    """The checks TRL's GRPOConfig.__post_init__ and GRPOTrainer.__init__ make on these arguments
-    (one process): why TRL would raise, or None."""
-    generation_batch = kw["per_device_train_batch_size"] * kw["steps_per_generation"]
-    if generation_batch % kw["num_generations"]:
-        return "generation_batch_size not divisible by num_generations"
-    if kw.get("sync_ref_model") and kw["beta"] == 0.0:
-        return "sync_ref_model=True with beta=0"
+    """Why TRL 1.16's GRPOConfig refuses these arguments (its own __post_init__ checks), or None."""
+    try:
+        with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            trl.GRPOConfig(output_dir=out, report_to=[], **kw)
+    except ValueError as err:
+        return str(err)
     return None
 
 
@@ -213,11 +218,11 @@ def test_trl_delta_equals_the_dual_clip_only_from_one_plus_epsilon_high(dual_cli
     assert bool(abs(ours[0] - theirs) < 1e-9) == exact
 
 
-def test_trl_export_lists_the_entropy_bonus_and_maps_the_loss_aggregation():
+def test_trl_export_passes_the_entropy_bonus_and_maps_the_loss_aggregation():
     export = to_trl(GRPOConfig(entropy_coef=0.02))
     kw = export.kwargs
-    # TRL's GRPOConfig has no entropy bonus (only top_entropy_quantile, a token mask): listed, not passed
-    assert "entropy_coef" not in kw and "no entropy bonus" in export.unmapped["entropy_coef"]
+    # one-token responses: TRL's token mean of the entropy is the mean over the samples, as here
+    assert kw["entropy_coef"] == 0.02 and "entropy_coef" not in export.unmapped
     assert kw["loss_type"] == "bnpo" and kw["max_completion_length"] == 1
     assert to_trl(GRPOConfig(advantage_estimator="dr_grpo")).kwargs["loss_type"] == "dr_grpo"
     assert "entropy_coef" not in to_trl(GRPOConfig()).unmapped

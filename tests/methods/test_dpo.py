@@ -153,3 +153,15 @@ def test_online_dpo_learns_and_counts_its_responses(upstream):
         assert r.history["true_reward"].iloc[-1] > float(sft["true_reward"])
     solo = train_online_dpo(upstream.problem, upstream.sft, upstream.rm.scores, [configs[-1]])[0]
     torch.testing.assert_close(solo.final_logp, results[-1].final_logp, atol=1e-5, rtol=1e-5)
+
+
+def test_offline_dpo_without_the_reward_models_table_reports_no_rm_reward(upstream):
+    """train_dpo's rm_table is optional (it only adds the reward model's score to the history):
+    without it the runs train and their history and final metrics simply leave rm_reward out."""
+    cfg = DPOConfig(seed=0, epochs=1)
+    without = train_dpo(upstream.problem, upstream.sft, upstream.rm.config, [cfg])[0]
+    with_table = train_dpo(upstream.problem, upstream.sft, upstream.rm.config, [cfg], upstream.rm.scores)[0]
+    assert "rm_reward" not in without.history and "rm_reward" not in without.final
+    assert "rm_reward" in with_table.history and with_table.final["rm_reward"] == with_table.history["rm_reward"].iloc[-1]
+    torch.testing.assert_close(without.final_logp, with_table.final_logp)      # the table changes nothing else
+    assert without.final["true_reward"] > float(upstream.sft.logp.exp().mul(upstream.problem.true_reward).sum(-1).mean())

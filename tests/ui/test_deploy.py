@@ -58,3 +58,16 @@ def test_the_installed_torch_is_the_cpu_build_with_no_cuda_packages():
     assert torch.version.cuda is None and torch.__version__.endswith("+cpu")
     installed = [dist.metadata["Name"] for dist in importlib.metadata.distributions()]
     assert cloud_install_check.cuda_packages(installed) == []
+
+
+def test_trl_is_for_the_tests_only():
+    """TRL (requirements-trl.txt) checks the export in the tests; the app and core never import it,
+    and requirements.txt, which a host installs, does not bring it."""
+    assert not any("trl" in line or "transformers" in line for line in requirement_lines())
+    trl_lines = (ROOT / "requirements-trl.txt").read_text()
+    assert "trl==1.16.0" in trl_lines and "torch" not in [Requirement(l).name for l in trl_lines.splitlines()
+                                                           if l.strip() and not l.startswith("#")]
+    for folder in ("grpo_core", "ui", "pages"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            assert "import trl" not in text and "from trl" not in text.replace('"from trl import', ""), path

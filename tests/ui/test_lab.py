@@ -93,8 +93,7 @@ def test_gradient_noise_defaults_and_verifiable_reward():
 @pytest.mark.parametrize("cfg, unmapped", [
     (GRPOConfig(), {"kl_estimator"}),             # TRL has only k3
     (GRPOConfig(kl_estimator="k3", clip_eps_high=0.28), set()),
-    (RLVRConfig(dynamic_sampling=2, entropy_coef=0.1),
-     {"dynamic_sampling", "reward", "kl_estimator", "entropy_coef"}),
+    (RLVRConfig(dynamic_sampling=2, entropy_coef=0.1), {"dynamic_sampling", "reward", "kl_estimator"}),
 ])
 def test_trl_export_expander(cfg, unmapped):
     def page(cfg_json: str):
@@ -159,7 +158,7 @@ def test_trl_export_expander_of_a_sequence_run():
         import streamlit as st
         from grpo_core.sequence import SeqGRPOConfig, SeqTaskConfig
         from ui import lab
-        lab.trl_export(SeqGRPOConfig(loss_type="seq-mean-token-sum", mask_truncated=True),
+        lab.trl_export(SeqGRPOConfig(loss_type="seq-mean-token-sum-norm", mask_truncated=True),
                        SeqTaskConfig(max_length=4))
         st.write("done")
 
@@ -168,4 +167,4 @@ def test_trl_export_expander_of_a_sequence_run():
     code = at.code[0].value
     assert "max_completion_length=4" in code and "mask_truncated_completions=True" in code
     bullets = " ".join(m.value for m in at.markdown if "No TRL equivalent" in m.value)
-    assert "`loss_type`: TRL has no loss_type 'seq-mean-token-sum'" in bullets
+    assert "`loss_type`: TRL has no loss_type 'seq-mean-token-sum-norm'" in bullets
