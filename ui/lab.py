@@ -50,7 +50,7 @@ def trl_export(cfg, task=None) -> None:
         st.markdown("The same run as Hugging Face TRL `GRPOConfig` arguments. One iteration here is "
                     "one TRL generation batch (prompts × G completions) followed by epochs × "
                     "minibatches optimizer steps, so `max_steps` counts those steps.")
-        st.code(export.snippet(), language="python")
+        st.code(export.snippet(), language="python", wrap_lines=True)
         if export.unmapped:
             st.markdown("**No TRL equivalent:**\n" + "\n".join(
                 f"- `{name}`: {why}" for name, why in export.unmapped.items()))
